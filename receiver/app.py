@@ -1,0 +1,121 @@
+"""Application factory: typed keys, one cleanup context per resource, in dependency order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from receiver.cache.breaker_view import BreakerView
+from receiver.cache.listener import BreakerListener
+from receiver.config import ServiceConfig
+from receiver.db.engine import create_engine, session_factory
+from receiver.errors import ReceiverError
+from receiver.http import breakers, ops, tenants, webhook
+from receiver.http.middlewares import auth_middleware, error_middleware
+from receiver.metrics import Metrics
+from receiver.service import breakers as breaker_service
+from receiver.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+CONFIG = web.AppKey("config", ServiceConfig)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+VIEW = web.AppKey("breaker_view", BreakerView)
+LISTENER = web.AppKey("breaker_listener", BreakerListener)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def create_app(settings: Settings) -> web.Application:
+    config = ServiceConfig.from_settings(settings)
+    view = BreakerView(config.breaker)
+    metrics = Metrics(view)
+
+    def count_rejection(reason: str) -> None:
+        metrics.rejections.labels(reason=reason).inc()
+
+    app = web.Application(
+        # aiohttp refuses larger bodies itself; the webhook handler turns it into JSON 413.
+        client_max_size=settings.max_body_bytes,
+        middlewares=[
+            error_middleware(count_rejection),
+            auth_middleware(
+                webhook_token=_secret(settings.webhook_token),
+                api_token=_secret(settings.api_token),
+                on_webhook_rejection=count_rejection,
+            ),
+        ],
+    )
+    app[SETTINGS] = settings
+    app[CONFIG] = config
+    app[VIEW] = view
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_breaker_listener)
+    app.cleanup_ctx.append(_sweeper)
+    ops.add_routes(app)
+    webhook.add_routes(app)
+    breakers.add_routes(app)
+    tenants.add_routes(app)
+    return app
+
+
+def _secret(value: object) -> str | None:
+    return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = create_engine(app[SETTINGS])
+    app[ENGINE] = engine
+    app[SESSIONS] = session_factory(engine)
+    yield
+    await engine.dispose()
+
+
+async def _breaker_listener(app: web.Application) -> AsyncIterator[None]:
+    listener = BreakerListener(app[SETTINGS].database_url, app[VIEW])
+    app[LISTENER] = listener
+    task = asyncio.create_task(listener.run(), name="breaker-listener")
+    # Serve with a loaded view when the database is there; if it is not, start anyway
+    # (readyz says not ready) rather than crash-loop: the listener keeps trying.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(listener.connected.wait(), timeout=10)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(sweep_forever(app), name="breaker-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def sweep_forever(app: web.Application) -> None:
+    interval = app[SETTINGS].sweep_interval_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            changed = await breaker_service.sweep(
+                sessions=app[SESSIONS], config=app[CONFIG], now=datetime.now(UTC)
+            )
+        except ReceiverError as exc:
+            log.warning("breaker sweep skipped", extra={"error": exc.detail})
+            continue
+        except Exception:
+            log.exception("breaker sweep failed")
+            continue
+        if changed:
+            app[VIEW].apply(changed)
+            for v in changed:
+                app[METRICS].transitions.labels(to=v.breaker.state.value).inc()

@@ -1,0 +1,1 @@
+"""Every replica's in-memory breaker view, kept current by PostgreSQL LISTEN/NOTIFY."""

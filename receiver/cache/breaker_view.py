@@ -1,0 +1,65 @@
+"""The breaker view gateways read, thousands of times a second, without a database trip.
+
+It holds the stored rows; the state a gateway sees is computed from the row and the clock
+(`domain.breaker.effective`), so an open period that has elapsed reads as half-open at
+once, before the sweeper has persisted it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from receiver.domain import breaker as domain
+from receiver.domain.breaker import Breaker, BreakerPolicy, BreakerState
+from receiver.service.breakers import Versioned
+
+
+class BreakerView:
+    def __init__(self, policy: BreakerPolicy) -> None:
+        self._policy = policy
+        self._rows: dict[str, Breaker] = {}
+        self._versions: dict[str, int] = {}
+        self.loaded = False
+
+    def replace_all(self, rows: Iterable[Versioned]) -> None:
+        rows = list(rows)
+        self._rows = {v.breaker.tenant_id: v.breaker for v in rows}
+        self._versions = {v.breaker.tenant_id: v.version for v in rows}
+        self.loaded = True
+
+    def apply(self, rows: Iterable[Versioned]) -> None:
+        """Keep the newest copy of each row. This replica applies its own commits at once
+        (read your writes) and hears them again through NOTIFY, possibly after a later
+        commit of another replica's: versions put them in order."""
+        for v in rows:
+            tenant_id = v.breaker.tenant_id
+            if self._versions.get(tenant_id, -1) >= v.version:
+                continue
+            self._rows[tenant_id] = v.breaker
+            self._versions[tenant_id] = v.version
+
+    def get(self, tenant_id: str, *, now: datetime) -> Breaker:
+        row = self._rows.get(tenant_id)
+        if row is None:
+            return Breaker(tenant_id=tenant_id)
+        if row.state is BreakerState.CLOSED:
+            return row
+        return domain.effective(row, now=now, policy=self._policy)
+
+    def not_closed(self, *, now: datetime) -> list[Breaker]:
+        out = []
+        for row in self._rows.values():
+            if row.state is BreakerState.CLOSED:
+                continue
+            b = domain.effective(row, now=now, policy=self._policy)
+            if b.state is not BreakerState.CLOSED:
+                out.append(b)
+        return sorted(out, key=lambda b: b.tenant_id)
+
+    def all(self) -> list[Breaker]:
+        return list(self._rows.values())
+
+    @property
+    def policy(self) -> BreakerPolicy:
+        return self._policy

@@ -1,0 +1,33 @@
+"""What the service layer needs from the settings, as plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from receiver.domain.breaker import BreakerPolicy
+from receiver.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    tenant_label: str = "tenant_id"
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    max_isolated_percent: float = 20.0
+    correlation_window: timedelta = timedelta(minutes=10)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServiceConfig:
+        return cls(
+            tenant_label=settings.tenant_label,
+            breaker=BreakerPolicy(
+                open_seconds=settings.breaker_open_seconds,
+                max_open_seconds=settings.breaker_max_open_seconds,
+                half_open_probes=settings.half_open_probes,
+                probe_failure_ratio=settings.probe_failure_ratio,
+                probation_seconds=settings.half_open_probation_seconds,
+                half_open_admit_ratio=settings.half_open_admit_ratio,
+            ),
+            max_isolated_percent=settings.max_isolated_percent,
+            correlation_window=timedelta(seconds=settings.correlation_window_seconds),
+        )

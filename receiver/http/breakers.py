@@ -1,0 +1,89 @@
+"""Breaker reads (the gateways' hot path, from memory) and writes (outcomes, overrides)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from receiver import app as keys
+from receiver.domain import breaker as domain
+from receiver.domain.breaker import Breaker, BreakerPolicy, OverrideAction
+from receiver.errors import InvalidInput
+from receiver.http.parsing import json_response, read_model, tenant_id_from
+from receiver.http.schemas import OutcomesIn, OverrideIn
+from receiver.service import breakers as breaker_service
+
+
+def breaker_json(b: Breaker, policy: BreakerPolicy) -> dict[str, Any]:
+    return {
+        "tenant_id": b.tenant_id,
+        "state": b.state.value,
+        "allow": domain.allows(b.state),
+        "admit_ratio": domain.admit_ratio(b.state, policy),
+        "opened_at": b.opened_at,
+        "half_open_at": b.half_open_at,
+        "next_change_at": domain.next_change_at(b, policy=policy),
+        "trips": b.trips,
+        "streak": b.streak,
+        "probe_successes": b.probe_successes,
+        "probe_failures": b.probe_failures,
+        "alert_firing": b.alert_firing,
+        "changed_at": b.changed_at,
+    }
+
+
+async def get_breaker(request: web.Request) -> web.Response:
+    view = request.app[keys.VIEW]
+    b = view.get(tenant_id_from(request), now=datetime.now(UTC))
+    return json_response(breaker_json(b, view.policy))
+
+
+async def list_breakers(request: web.Request) -> web.Response:
+    view = request.app[keys.VIEW]
+    rows = view.not_closed(now=datetime.now(UTC))
+    return json_response({"breakers": [breaker_json(b, view.policy) for b in rows]})
+
+
+async def post_override(request: web.Request) -> web.Response:
+    tenant_id = tenant_id_from(request)
+    body = await read_model(request, OverrideIn)
+    app = request.app
+    saved = await breaker_service.override_breaker(
+        sessions=app[keys.SESSIONS],
+        tenant_id=tenant_id,
+        action=OverrideAction(body.action),
+        reason=body.reason,
+        actor=body.actor,
+        config=app[keys.CONFIG],
+        now=datetime.now(UTC),
+    )
+    app[keys.VIEW].apply([saved])
+    return await get_breaker(request)
+
+
+async def post_outcomes(request: web.Request) -> web.Response:
+    tenant_id = tenant_id_from(request)
+    body = await read_model(request, OutcomesIn)
+    if body.success + body.failure == 0:
+        raise InvalidInput("report at least one outcome: success + failure must be > 0")
+    app = request.app
+    saved = await breaker_service.record_outcomes(
+        sessions=app[keys.SESSIONS],
+        tenant_id=tenant_id,
+        success=body.success,
+        failure=body.failure,
+        config=app[keys.CONFIG],
+        now=datetime.now(UTC),
+    )
+    if saved is not None:
+        app[keys.VIEW].apply([saved])
+    return await get_breaker(request)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/tenants/{tenant_id}/breaker", get_breaker)
+    app.router.add_post("/v1/tenants/{tenant_id}/breaker", post_override)
+    app.router.add_post("/v1/tenants/{tenant_id}/outcomes", post_outcomes)
+    app.router.add_get("/v1/breakers", list_breakers)

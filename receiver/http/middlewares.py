@@ -1,0 +1,111 @@
+"""Authentication and the one place where exceptions become JSON `{error, detail}`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from receiver.errors import ReceiverError
+from receiver.http.parsing import InvalidPayload, json_response
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WEBHOOK_PATH = "/v1/alertmanager"
+
+
+def error_response(status: int, error: str, detail: str, **extra: object) -> web.Response:
+    return json_response({"error": error, "detail": detail, **extra}, status=status)
+
+
+def error_middleware(on_webhook_rejection: Callable[[str], None]) -> web.Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ReceiverError as exc:
+            if request.path == WEBHOOK_PATH and exc.status < 500:
+                on_webhook_rejection(exc.error)
+            extra: dict[str, object] = {}
+            if isinstance(exc, InvalidPayload):
+                extra["problems"] = exc.problems
+            response = error_response(exc.status, exc.error, exc.detail, **extra)
+            if exc.status == 503:
+                response.headers["Retry-After"] = "5"
+                log.warning("answering 503", extra={"path": request.path, "detail": exc.detail})
+            return response
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            if request.path == WEBHOOK_PATH:
+                on_webhook_rejection(exc.reason.lower().replace(" ", "_"))
+            detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else ""
+            response = error_response(
+                exc.status,
+                exc.reason.lower().replace(" ", "_"),
+                detail or f"{request.method} {request.path}: {exc.reason}",
+            )
+            for name in ("Allow", "Retry-After"):
+                if name in exc.headers:
+                    response.headers[name] = exc.headers[name]
+            return response
+        except Exception:
+            # Never a traceback to the client; the full one goes to the log.
+            log.exception("unhandled error", extra={"path": request.path})
+            return error_response(500, "internal_error", "unexpected error; see the server log")
+
+    return middleware
+
+
+def _presented_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        # Alertmanager's http_config can send basic auth instead; the password is the token.
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+def auth_middleware(
+    *, webhook_token: str | None, api_token: str | None, on_webhook_rejection: Callable[[str], None]
+) -> web.Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        is_webhook = request.path == WEBHOOK_PATH
+        expected = webhook_token if is_webhook else api_token
+        if expected is None:  # RECEIVER_ALLOW_UNAUTHENTICATED=true
+            return await handler(request)
+        presented = _presented_token(request)
+        if presented is None or not hmac.compare_digest(presented.encode(), expected.encode()):
+            if is_webhook:
+                on_webhook_rejection("unauthorized")
+            which = "webhook" if is_webhook else "API"
+            log.info(
+                "rejected a request without a valid token",
+                extra={"path": request.path, "remote": request.remote},
+            )
+            response = error_response(
+                401,
+                "unauthorized",
+                f"missing or invalid bearer token (the {which} token)"
+                if presented is None
+                else f"invalid token for {request.path} (the {which} token is expected)",
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="receiver"'
+            return response
+        return await handler(request)
+
+    return middleware

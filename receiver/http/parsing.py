@@ -1,0 +1,108 @@
+"""Request parsing shared by the handlers: body limits, content type, pydantic models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from receiver.errors import InvalidInput, ReceiverError
+from receiver.http.schemas import TenantId
+
+M = TypeVar("M", bound=BaseModel)
+
+_TENANT_ID: TypeAdapter[str] = TypeAdapter(TenantId)
+
+
+class UnsupportedMediaType(ReceiverError):
+    status = 415
+    error = "unsupported_media_type"
+
+
+class PayloadTooLarge(ReceiverError):
+    status = 413
+    error = "payload_too_large"
+
+
+class InvalidPayload(ReceiverError):
+    """A body that parses as JSON but does not match the model: 422 with pydantic's
+    location of each problem."""
+
+    status = 422
+    error = "invalid_payload"
+
+    def __init__(self, detail: str, problems: list[dict[str, Any]]) -> None:
+        super().__init__(detail)
+        self.problems = problems
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value, default=_default).decode()
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def json_response(data: Any, *, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, default=_default), status=status, content_type="application/json"
+    )
+
+
+async def read_json_body(request: web.Request, *, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(
+            f"body of {request.content_length} bytes is over the limit of {max_bytes} bytes "
+            "(RECEIVER_MAX_BODY_BYTES)"
+        )
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, got {request.content_type or 'none'!r}"
+        )
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(
+            f"body is over the limit of {max_bytes} bytes (RECEIVER_MAX_BODY_BYTES)"
+        ) from exc
+    if not body.strip():
+        raise InvalidInput("the body is empty; a JSON object is expected")
+    return body
+
+
+def parse_model(model: type[M], body: bytes) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def validation_error(exc: ValidationError) -> ReceiverError:
+    problems = exc.errors(include_url=False, include_context=False, include_input=False)
+    if any(p["type"] == "json_invalid" for p in problems):
+        return InvalidInput(f"the body is not valid JSON: {problems[0]['msg']}")
+    described = "; ".join(
+        f"{'.'.join(str(part) for part in p['loc']) or 'body'}: {p['msg']}" for p in problems[:10]
+    )
+    return InvalidPayload(described, [{"loc": list(p["loc"]), "msg": p["msg"]} for p in problems])
+
+
+async def read_model(request: web.Request, model: type[M], *, max_bytes: int = 1 << 20) -> M:
+    return parse_model(model, await read_json_body(request, max_bytes=max_bytes))
+
+
+def tenant_id_from(request: web.Request) -> str:
+    raw = request.match_info["tenant_id"]
+    try:
+        return _TENANT_ID.validate_python(raw)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"invalid tenant id {raw[:80]!r}: 1 to 128 characters, letters, digits and "
+            "._:@/- , starting with a letter or digit"
+        ) from exc

@@ -1,0 +1,117 @@
+"""Wire formats (pydantic). Unknown fields are ignored: newer Alertmanagers add some."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from receiver.domain.alerts import AlertInstance, AlertStatus, fingerprint, role_of
+
+# Alertmanager writes Go's zero time for "no end": 0001-01-01T00:00:00Z.
+_GO_ZERO_YEAR = 1
+
+TenantId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"),
+]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class WebhookAlert(_Wire):
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: AwareDatetime
+    endsAt: AwareDatetime | None = None
+    generatorURL: str = ""
+    fingerprint: str | None = Field(default=None, pattern=r"^[0-9a-f]{1,16}$")
+
+
+class WebhookPayload(_Wire):
+    """Alertmanager webhook payload, version 4 (0.25 and earlier)."""
+
+    version: Literal["4"]
+    receiver: str = ""
+    status: AlertStatus
+    alerts: list[WebhookAlert]
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    groupKey: str = ""
+    # Older Alertmanagers omit it; absent means nothing was truncated.
+    truncatedAlerts: int = Field(default=0, ge=0)
+
+    def instances(self, *, tenant_label: str) -> list[AlertInstance]:
+        return [to_instance(a, tenant_label=tenant_label) for a in self.alerts]
+
+
+def _end(value: datetime | None) -> datetime | None:
+    if value is None or value.year == _GO_ZERO_YEAR:
+        return None
+    return value
+
+
+def to_instance(alert: WebhookAlert, *, tenant_label: str) -> AlertInstance:
+    fp = alert.fingerprint.zfill(16) if alert.fingerprint else fingerprint(alert.labels)
+    return AlertInstance(
+        fingerprint=fp,
+        starts_at=alert.startsAt,
+        # A firing alert carries a *planned* end (or Go's zero time); only a resolved
+        # alert's endsAt is when it ended.
+        ends_at=_end(alert.endsAt) if alert.status is AlertStatus.RESOLVED else None,
+        status=alert.status,
+        labels=alert.labels,
+        annotations=alert.annotations,
+        generator_url=alert.generatorURL,
+        role=role_of(alert.labels, tenant_label=tenant_label),
+        tenant_id=alert.labels.get(tenant_label) or None,
+    )
+
+
+class WebhookSummary(_Wire):
+    delivery_id: int
+    alerts: int
+    new: int
+    changed: int
+    duplicates: int
+    truncated: int
+    breaker_transitions: int = 0
+    incidents: list[str] = Field(default_factory=list)
+
+
+# --- breakers and tenants ----------------------------------------------------------------
+
+Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+
+class _Input(BaseModel):
+    # Strict about what operators and gateways send: a typo'd field is an error, not a no-op.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OverrideIn(_Input):
+    action: Literal["force_open", "force_close", "release"]
+    reason: Reason
+    actor: Actor
+
+
+class OutcomesIn(_Input):
+    success: Annotated[int, Field(strict=True, ge=0, le=1_000_000)] = 0
+    failure: Annotated[int, Field(strict=True, ge=0, le=1_000_000)] = 0
+
+
+class TenantIn(_Input):
+    tier: Literal["platinum", "gold", "silver", "bronze"]
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    hourly_cost: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None = None
+    admin_email: (
+        Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None
+    ) = None
+    actor: Actor = "api"

@@ -1,0 +1,33 @@
+"""Schema migrations through alembic, from code (the CLI and the tests share this)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(database_url: str, *, configure_logging: bool = True) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["database_url"] = database_url
+    cfg.attributes["configure_logging"] = configure_logging
+    return cfg
+
+
+def upgrade(database_url: str, *, configure_logging: bool = True) -> None:
+    command.upgrade(alembic_config(database_url, configure_logging=configure_logging), "head")
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()

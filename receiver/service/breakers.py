@@ -1,0 +1,391 @@
+"""Breaker use cases: alert effects (inside ingest), probe outcomes, operator overrides,
+and the sweeper that persists time-driven changes.
+
+A breaker row is locked (SELECT ... FOR UPDATE) before it is changed, so two replicas
+handling two copies of one alert make exactly one transition; every change is audited
+and announced with NOTIFY so that every replica's in-memory view follows on commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Text, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from receiver.config import ServiceConfig
+from receiver.db.tables import Alert, AuditLog, Tenant
+from receiver.db.tables import Breaker as BreakerRow
+from receiver.domain import breaker as domain
+from receiver.domain.alerts import AlertInstance, AlertRole
+from receiver.domain.breaker import Breaker, BreakerState, OverrideAction, Suppressed, Transition
+from receiver.errors import Conflict
+from receiver.service import incidents as incident_service
+from receiver.service.audit import ALERTMANAGER, SYSTEM, AuditTrail
+from receiver.service.transaction import in_transaction
+
+NOTIFY_CHANNEL = "receiver_breakers"
+_ISOLATED_STATES = [s.value for s in BreakerState if domain.counts_as_isolated(s)]
+_COLUMNS = (
+    "tenant_id",
+    "state",
+    "opened_at",
+    "trips",
+    "streak",
+    "half_open_at",
+    "probe_successes",
+    "probe_failures",
+    "alert_firing",
+    "resolved_at",
+    "changed_at",
+)
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A breaker row as stored, with its version: what replicas' views hold."""
+
+    version: int
+    breaker: Breaker
+
+
+@dataclass
+class BreakerChange:
+    before: Breaker
+    breaker: Breaker
+    events: tuple[domain.Event, ...]
+    version: int = 0  # set when saved
+
+
+@dataclass
+class BreakerChanges:
+    changed: list[BreakerChange] = field(default_factory=list)
+
+    @property
+    def transition_count(self) -> int:
+        return sum(isinstance(e, Transition) for c in self.changed for e in c.events)
+
+    def events(self) -> Iterable[domain.Event]:
+        for change in self.changed:
+            yield from change.events
+
+
+# --- rows <-> domain -----------------------------------------------------------------
+
+
+def breaker_from_row(row: Mapping[str, Any]) -> Breaker:
+    values = {name: row[name] for name in _COLUMNS}
+    values["state"] = BreakerState(values["state"])
+    return Breaker(**values)
+
+
+def breaker_to_json(b: Breaker) -> dict[str, Any]:
+    return {name: getattr(b, name) for name in _COLUMNS}
+
+
+def notification_payload(v: Versioned) -> str:
+    return orjson.dumps({"version": v.version, **breaker_to_json(v.breaker)}).decode()
+
+
+def versioned_from_notification(payload: str | bytes) -> Versioned:
+    data = orjson.loads(payload)
+    values = {name: data.get(name) for name in _COLUMNS}
+    for name in ("opened_at", "half_open_at", "resolved_at", "changed_at"):
+        if values[name] is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    values["state"] = BreakerState(values["state"])
+    return Versioned(version=int(data["version"]), breaker=Breaker(**values))
+
+
+# --- shared steps ----------------------------------------------------------------------
+
+
+async def lock_breakers(session: AsyncSession, tenants: Sequence[str]) -> dict[str, Breaker]:
+    """Create missing rows and lock all of them, in tenant order (no deadlocks)."""
+    ordered = sorted(set(tenants))
+    await session.execute(
+        pg_insert(BreakerRow)
+        .values([{"tenant_id": t} for t in ordered])
+        .on_conflict_do_nothing(index_elements=[BreakerRow.tenant_id])
+    )
+    rows = await session.execute(
+        select(BreakerRow.__table__)
+        .where(BreakerRow.tenant_id.in_(ordered))
+        .order_by(BreakerRow.tenant_id)
+        .with_for_update()
+    )
+    return {row["tenant_id"]: breaker_from_row(row) for row in rows.mappings()}
+
+
+async def save_changes(
+    session: AsyncSession,
+    changes: Sequence[BreakerChange],
+    *,
+    config: ServiceConfig,
+    audit: AuditTrail,
+    actor: str,
+    override: tuple[str, str] | None = None,
+) -> None:
+    """Write changed rows, their audit entries and one NOTIFY per breaker."""
+    if not changes:
+        return
+    rows = []
+    for change in changes:
+        b = change.breaker
+        row = breaker_to_json(b)
+        row["next_check_at"] = domain.next_change_at(b, policy=config.breaker)
+        row["updated_at"] = func.now()
+        if override is not None:
+            row["override_reason"], row["override_actor"] = override
+        rows.append(row)
+        for event in change.events:
+            _audit_event(audit, event, actor=actor, breaker=b)
+    for change, row in zip(changes, rows, strict=True):
+        tenant_id = row.pop("tenant_id")
+        change.version = await session.scalar(
+            update(BreakerRow)
+            .where(BreakerRow.tenant_id == tenant_id)
+            .values(**row, version=BreakerRow.version + 1)
+            .returning(BreakerRow.version)
+        )
+    payloads = [notification_payload(Versioned(c.version, c.breaker)) for c in changes]
+    # Delivered to every listener at commit, in commit order, and never if we roll back.
+    notify = func.pg_notify(
+        NOTIFY_CHANNEL, func.unnest(bindparam("payloads", payloads, type_=ARRAY(Text)))
+    )
+    await session.execute(select(notify))
+
+
+def _audit_event(audit: AuditTrail, event: domain.Event, *, actor: str, breaker: Breaker) -> None:
+    if isinstance(event, Transition):
+        audit.add(
+            "breaker.transition",
+            actor=actor,
+            tenant_id=event.tenant_id,
+            **{"from": event.from_state.value, "to": event.to_state.value},
+            reason=event.reason,
+            at=event.at,
+            trips=breaker.trips,
+            streak=breaker.streak,
+        )
+    elif isinstance(event, Suppressed):
+        audit.add(
+            "breaker.suppressed",
+            actor=actor,
+            tenant_id=event.tenant_id,
+            isolated=event.isolated,
+            limit=event.limit,
+            reason="mass-isolation guard: isolating this tenant would exceed the limit",
+        )
+
+
+async def _guard_inputs(session: AsyncSession, exclude: Sequence[str]) -> tuple[int, int]:
+    """(tenants isolated other than `exclude`, known tenants)."""
+    isolated = await session.scalar(
+        select(func.count())
+        .select_from(BreakerRow)
+        .where(BreakerRow.state.in_(_ISOLATED_STATES), BreakerRow.tenant_id.not_in(exclude))
+    )
+    known = await session.scalar(select(func.count()).select_from(Tenant))
+    return int(isolated or 0), int(known or 0)
+
+
+async def _firing_isolating_tenants(session: AsyncSession, tenants: Sequence[str]) -> set[str]:
+    rows = await session.execute(
+        select(Alert.tenant_id)
+        .where(Alert.status == "firing", Alert.isolating, Alert.tenant_id.in_(tenants))
+        .distinct()
+    )
+    return {t for (t,) in rows.tuples()}
+
+
+# --- use cases -------------------------------------------------------------------------
+
+
+async def apply_alert_transitions(
+    session: AsyncSession,
+    *,
+    fired: Sequence[AlertInstance],
+    resolved: Sequence[AlertInstance],
+    config: ServiceConfig,
+    now: datetime,
+    audit: AuditTrail,
+) -> BreakerChanges:
+    """Breaker effects of the isolating alert instances that changed in this delivery.
+
+    The caller holds the guard lock whenever `fired` has isolating instances."""
+    fired_by_tenant: dict[str, int] = {}
+    for a in fired:
+        if a.role is AlertRole.ISOLATING and a.tenant_id:
+            fired_by_tenant[a.tenant_id] = fired_by_tenant.get(a.tenant_id, 0) + 1
+    resolved_tenants = {
+        a.tenant_id for a in resolved if a.role is AlertRole.ISOLATING and a.tenant_id
+    }
+    tenants = sorted(set(fired_by_tenant) | resolved_tenants)
+    if not tenants:
+        return BreakerChanges()
+
+    current = await lock_breakers(session, tenants)
+    still_firing = await _firing_isolating_tenants(session, tenants)
+    isolated_elsewhere, known = await _guard_inputs(session, tenants) if fired_by_tenant else (0, 0)
+    changes = BreakerChanges()
+    for tenant in tenants:
+        before = b = current[tenant]
+        events: list[domain.Event] = []
+        if tenant in fired_by_tenant:
+            isolated = isolated_elsewhere + sum(
+                domain.counts_as_isolated(current[t].state) for t in tenants if t != tenant
+            )
+            out = domain.on_alert_fired(
+                b,
+                now=now,
+                policy=config.breaker,
+                isolated=isolated,
+                known_tenants=known,
+                max_isolated_percent=config.max_isolated_percent,
+            )
+            b, events = out.breaker, [*events, *out.events]
+        if tenant in resolved_tenants:
+            out = domain.on_alert_resolved(
+                b, now=now, policy=config.breaker, still_firing=tenant in still_firing
+            )
+            b, events = out.breaker, [*events, *out.events]
+        current[tenant] = b
+        if b != before or events:
+            changes.changed.append(BreakerChange(before=before, breaker=b, events=tuple(events)))
+    await save_changes(session, changes.changed, config=config, audit=audit, actor=ALERTMANAGER)
+    return changes
+
+
+async def record_outcomes(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant_id: str,
+    success: int,
+    failure: int,
+    config: ServiceConfig,
+    now: datetime,
+) -> Versioned | None:
+    """Probe results from a gateway. Only a half-open breaker counts them; None when
+    nothing changed."""
+
+    async def work(session: AsyncSession) -> Versioned | None:
+        before = (await lock_breakers(session, [tenant_id]))[tenant_id]
+        out = domain.on_outcomes(
+            before, success=success, failure=failure, now=now, policy=config.breaker
+        )
+        if out.breaker == before:
+            return None
+        audit = AuditTrail()
+        change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
+        await save_changes(session, [change], config=config, audit=audit, actor="gateway")
+        await incident_service.after_breaker_changes(
+            session, changes=[change], config=config, now=now, audit=audit
+        )
+        await audit.flush(session)
+        return Versioned(change.version, change.breaker)
+
+    return await in_transaction(sessions, work, what="probe outcomes")
+
+
+async def override_breaker(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant_id: str,
+    action: OverrideAction,
+    reason: str,
+    actor: str,
+    config: ServiceConfig,
+    now: datetime,
+) -> Versioned:
+    async def work(session: AsyncSession) -> Versioned:
+        before = (await lock_breakers(session, [tenant_id]))[tenant_id]
+        try:
+            out = domain.override(
+                before, action=action, reason=reason, now=now, policy=config.breaker
+            )
+        except domain.NotOverridden as exc:
+            raise Conflict(str(exc)) from exc
+        audit = AuditTrail()
+        audit.add(
+            "breaker.override",
+            actor=actor,
+            tenant_id=tenant_id,
+            action=action.value,
+            reason=reason,
+            **{"from": before.state.value, "to": out.breaker.state.value},
+        )
+        change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
+        override = (reason, actor) if action is not OverrideAction.RELEASE else None
+        await save_changes(
+            session, [change], config=config, audit=audit, actor=actor, override=override
+        )
+        await incident_service.after_breaker_changes(
+            session, changes=[change], config=config, now=now, audit=audit
+        )
+        await audit.flush(session)
+        return Versioned(change.version, change.breaker)
+
+    return await in_transaction(sessions, work, what="breaker override")
+
+
+async def sweep(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    config: ServiceConfig,
+    now: datetime,
+    batch: int = 500,
+) -> list[Versioned]:
+    """Persist and audit the time-driven changes that have fallen due.
+
+    SKIP LOCKED lets several replicas sweep at once without waiting on each other or
+    moving one breaker twice; a row locked by a webhook is simply taken next round."""
+
+    async def work(session: AsyncSession) -> list[Versioned]:
+        rows = await session.execute(
+            select(BreakerRow.__table__)
+            .where(BreakerRow.next_check_at <= now)
+            .order_by(BreakerRow.next_check_at)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+        changes = []
+        for row in rows.mappings():
+            before = breaker_from_row(row)
+            out = domain.advance(before, now=now, policy=config.breaker)
+            changes.append(BreakerChange(before=before, breaker=out.breaker, events=out.events))
+        if not changes:
+            return []
+        audit = AuditTrail()
+        await save_changes(session, changes, config=config, audit=audit, actor=SYSTEM)
+        await incident_service.after_breaker_changes(
+            session, changes=changes, config=config, now=now, audit=audit
+        )
+        await audit.flush(session)
+        return [Versioned(c.version, c.breaker) for c in changes]
+
+    return await in_transaction(sessions, work, what="breaker sweep")
+
+
+async def load_all(session: AsyncSession) -> list[Versioned]:
+    rows = await session.execute(select(BreakerRow.__table__))
+    return [Versioned(r["version"], breaker_from_row(r)) for r in rows.mappings()]
+
+
+async def trips_since(session: AsyncSession, since: datetime) -> dict[str, int]:
+    rows = await session.execute(
+        select(AuditLog.tenant_id, func.count())
+        .where(
+            AuditLog.action == "breaker.transition",
+            AuditLog.occurred_at >= since,
+            AuditLog.details["to"].astext == "open",
+        )
+        .group_by(AuditLog.tenant_id)
+    )
+    return {t: int(n) for t, n in rows.tuples()}
