@@ -40,15 +40,7 @@ def serve(settings: Settings) -> int:
             "host": settings.host,
             "port": settings.port,
             "tenant_label": settings.tenant_label,
-            "channels": [
-                name
-                for name, on in (
-                    ("slack", settings.slack_webhook_url),
-                    ("pagerduty", settings.pagerduty_routing_key),
-                    ("email", settings.smtp_host and settings.email_from and settings.email_to),
-                )
-                if on
-            ],
+            "channels": settings.enabled_channels or "none",
         },
     )
     from receiver.logs import JsonAccessLogger

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from receiver.domain.breaker import BreakerPolicy
+from receiver.domain.notification import Channel
 from receiver.settings import Settings
 
 
@@ -15,6 +16,10 @@ class ServiceConfig:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     max_isolated_percent: float = 20.0
     correlation_window: timedelta = timedelta(minutes=10)
+    # Channels with settings; the outbox only queues for these.
+    enabled_channels: frozenset[Channel] = frozenset()
+    # Base URL of this receiver as people reach it, for links in notifications.
+    public_url: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceConfig:
@@ -30,4 +35,6 @@ class ServiceConfig:
             ),
             max_isolated_percent=settings.max_isolated_percent,
             correlation_window=timedelta(seconds=settings.correlation_window_seconds),
+            enabled_channels=frozenset(Channel(c) for c in settings.enabled_channels),
+            public_url=settings.public_url,
         )

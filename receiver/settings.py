@@ -102,5 +102,17 @@ class Settings(BaseSettings):
             )
 
     @property
+    def enabled_channels(self) -> list[str]:
+        """Channels whose settings are complete: a channel without settings is off."""
+        on = []
+        if self.pagerduty_routing_key is not None:
+            on.append("pagerduty")
+        if self.slack_webhook_url:
+            on.append("slack")
+        if self.smtp_host and self.email_from and self.email_recipients:
+            on.append("email")
+        return on
+
+    @property
     def email_recipients(self) -> list[str]:
         return [a.strip() for a in (self.email_to or "").split(",") if a.strip()]

@@ -1,0 +1,69 @@
+# The two commands of the README: `make run` and `make test`. Both set everything up.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+LOCALPG_DIR ?= .localpg
+LOCALPG_PORT ?= 55432
+PYTEST_ARGS ?=
+
+.PHONY: run test unit lint bench demo e2e system-deps clean stop-localpg
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -U pip
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+system-deps:
+	@scripts/system-deps.sh
+
+# Serve on 127.0.0.1:8080 (RECEIVER_HOST/RECEIVER_PORT to change). Without DATABASE_URL a
+# private PostgreSQL is started in $(LOCALPG_DIR); without tokens, random ones are made
+# in $(LOCALPG_DIR)/*_token and printed.
+run: $(STAMP) system-deps
+	@set -euo pipefail; \
+	if [ -z "$${DATABASE_URL:-}" ]; then \
+	  DATABASE_URL=$$($(PY) -m receiver.embedded_pg start --dir $(LOCALPG_DIR) --port $(LOCALPG_PORT)); \
+	  export DATABASE_URL; echo "local PostgreSQL: $$DATABASE_URL (stop: make stop-localpg)"; \
+	fi; \
+	mkdir -p $(LOCALPG_DIR); \
+	for t in webhook api; do \
+	  var=RECEIVER_$${t^^}_TOKEN; f=$(LOCALPG_DIR)/$${t}_token; \
+	  if [ -z "$${!var:-}" ] && [ -z "$$(printenv $${var}_FILE)" ]; then \
+	    [ -s $$f ] || $(PY) -c 'import secrets; print(secrets.token_urlsafe(24))' > $$f; \
+	    export $${var}_FILE=$$PWD/$$f; echo "$$t token: $$(cat $$f)  ($$f)"; \
+	  fi; \
+	done; \
+	export RECEIVER_HOST=$${RECEIVER_HOST:-127.0.0.1}; \
+	$(PY) -m receiver migrate && exec $(PY) -m receiver serve
+
+stop-localpg:
+	@$(PY) -m receiver.embedded_pg stop --dir $(LOCALPG_DIR)
+
+# The whole suite against a real PostgreSQL (a private cluster per run), with promtool,
+# amtool and the end-to-end test on real Prometheus and Alertmanager binaries.
+test: $(STAMP) system-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit -q
+
+e2e: $(STAMP) system-deps
+	$(VENV)/bin/pytest -m e2e -s -v
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy receiver/domain
+
+bench: $(STAMP)
+	@scripts/system-deps.sh --with-bench
+	$(PY) -m bench
+
+demo: $(STAMP) system-deps
+	$(PY) -m receiver.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
