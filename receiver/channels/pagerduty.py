@@ -1,0 +1,210 @@
+"""PagerDuty Events API v2 (https://developer.pagerduty.com/docs/events-api-v2/overview).
+
+One PagerDuty alert per incident: `dedup_key` is the incident id, so the opening trigger,
+re-triggers (escalation, SLA breach), acknowledge and resolve all address the same alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+
+from receiver.channels.base import (
+    DeliveryError,
+    is_retryable_http_status,
+    parse_retry_after,
+    read_excerpt,
+    transport_error,
+    unrenderable,
+)
+from receiver.domain.notification import (
+    SOURCE,
+    Channel,
+    IncidentMessage,
+    NotificationEvent,
+    affected_phrase,
+    format_time,
+    headline,
+    tenant_line,
+    what_happened,
+)
+from receiver.domain.tiers import Priority
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+SUMMARY_MAX = 1024
+DEDUP_KEY_MAX = 255
+
+_ACTIONS: dict[NotificationEvent, str] = {
+    NotificationEvent.OPENED: "trigger",
+    NotificationEvent.ESCALATED: "trigger",
+    NotificationEvent.SLA_BREACHED: "trigger",
+    NotificationEvent.ACKNOWLEDGED: "acknowledge",
+    NotificationEvent.RESOLVED: "resolve",
+}
+
+SEVERITY: dict[Priority, str] = {
+    Priority.P0: "critical",
+    Priority.P1: "error",
+    Priority.P2: "warning",
+}
+
+
+def event_action(event: NotificationEvent) -> str:
+    return _ACTIONS[event]
+
+
+def render_event(msg: IncidentMessage, *, routing_key: str) -> dict[str, Any]:
+    """The Events API v2 body for `msg`.
+
+    acknowledge and resolve carry only routing_key, event_action and dedup_key (PagerDuty
+    ignores anything else on them); trigger carries the payload, links and client.
+    """
+    if len(msg.incident_id) > DEDUP_KEY_MAX:
+        raise ValueError(f"incident id longer than {DEDUP_KEY_MAX} characters")
+    action = _ACTIONS[msg.event]
+    body: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": msg.incident_id,
+    }
+    if action != "trigger":
+        return body
+
+    summary = f"{headline(msg)} ({affected_phrase(msg)})"
+    if len(summary) > SUMMARY_MAX:
+        summary = summary[: SUMMARY_MAX - 1] + "…"
+    if len(msg.tenants) == 1:
+        component = f"tenant:{msg.tenants[0].tenant_id}"
+    elif msg.tenants:
+        component = f"{len(msg.tenants)} tenants"
+    else:
+        component = "platform"
+    details: dict[str, Any] = {
+        "what_happened": what_happened(msg),
+        "incident_id": msg.incident_id,
+        "event": msg.event.value,
+        "priority": msg.priority.value,
+        "status": msg.status,
+        "opened_at": msg.opened_at.isoformat(),
+        "ack_due_at": msg.ack_due_at.isoformat(),
+        "ack_due": format_time(msg.ack_due_at),
+        "tenants": [
+            {
+                "tenant_id": t.tenant_id,
+                "name": t.name,
+                "tier": None if t.tier is None else t.tier.value,
+                "breaker_state": t.breaker_state,
+            }
+            for t in msg.tenants
+        ],
+        "tenant_summary": [tenant_line(t) for t in msg.tenants],
+        "runbooks": list(msg.runbook_urls),
+    }
+    if msg.previous_priority is not None:
+        details["previous_priority"] = msg.previous_priority.value
+    if msg.actor:
+        details["actor"] = msg.actor
+    if msg.note:
+        details["note"] = msg.note
+    if msg.incident_url:
+        details["incident_url"] = msg.incident_url
+
+    body["payload"] = {
+        "summary": summary,
+        "source": SOURCE,
+        "severity": SEVERITY[msg.priority],
+        "component": component,
+        "group": "tenant-isolation" if msg.tenants else "platform",
+        "class": msg.event.value,
+        "custom_details": details,
+    }
+    if msg.event_time is not None:
+        body["payload"]["timestamp"] = msg.event_time.isoformat()
+    body["client"] = SOURCE
+    if msg.incident_url:
+        body["client_url"] = msg.incident_url
+    links = _links(msg)
+    if links:
+        body["links"] = links
+    return body
+
+
+def _links(msg: IncidentMessage) -> list[dict[str, str]]:
+    links: list[dict[str, str]] = []
+    runbooks = [u for u in msg.runbook_urls if u]
+    for i, url in enumerate(runbooks, start=1):
+        links.append({"href": url, "text": "Runbook" if len(runbooks) == 1 else f"Runbook {i}"})
+    if msg.incident_url:
+        links.append({"href": msg.incident_url, "text": f"Incident {msg.incident_id}"})
+    return links
+
+
+class PagerDutySender:
+    """Sends Events API v2 events; returns the dedup_key PagerDuty acknowledged."""
+
+    channel = Channel.PAGERDUTY
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        routing_key: str,
+        events_url: str = DEFAULT_EVENTS_URL,
+        timeout: float = 10,
+    ) -> None:
+        if not routing_key:
+            raise ValueError("PagerDuty routing key is empty")
+        self._session = session
+        self._routing_key = routing_key
+        self._events_url = events_url
+        self._timeout = timeout
+
+    def __repr__(self) -> str:  # never show the routing key
+        return f"PagerDutySender(events_url={self._events_url!r})"
+
+    async def send(self, msg: IncidentMessage) -> str:
+        try:
+            body = render_event(msg, routing_key=self._routing_key)
+        except (ValueError, KeyError) as exc:
+            raise unrenderable(self.channel, exc) from exc
+        secrets = (self._routing_key,)
+        try:
+            async with self._session.post(
+                self._events_url,
+                json=body,
+                headers={"Accept": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                allow_redirects=False,
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return await self._dedup_key(resp, fallback=msg.incident_id)
+                detail = await read_excerpt(resp, secrets=secrets)
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                raise DeliveryError(
+                    self.channel,
+                    f"HTTP {resp.status} for {body['event_action']} {msg.incident_id}",
+                    retryable=is_retryable_http_status(resp.status),
+                    status=resp.status,
+                    detail=detail,
+                    retry_after=retry_after if is_retryable_http_status(resp.status) else None,
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise transport_error(self.channel, exc, timeout=self._timeout) from exc
+
+    @staticmethod
+    async def _dedup_key(resp: aiohttp.ClientResponse, *, fallback: str) -> str:
+        # 202 {"status": "success", "message": "Event processed", "dedup_key": "..."}
+        # The status line already says the event was accepted: a body we cannot read
+        # does not make the delivery fail.
+        try:
+            data = await resp.json(content_type=None)
+        except (ValueError, aiohttp.ClientError, TimeoutError):
+            log.warning("PagerDuty accepted the event but its answer was unreadable")
+            return fallback
+        if isinstance(data, dict) and isinstance(data.get("dedup_key"), str):
+            return str(data["dedup_key"])
+        return fallback
