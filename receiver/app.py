@@ -8,13 +8,18 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from receiver.cache.breaker_view import BreakerView
 from receiver.cache.listener import BreakerListener
+from receiver.channels import build_senders
+from receiver.channels.base import Sender
+from receiver.channels.worker import OutboxWorker, RetryPolicy
 from receiver.config import ServiceConfig
 from receiver.db.engine import create_engine, session_factory
+from receiver.domain.notification import Channel
 from receiver.errors import ReceiverError
 from receiver.http import breakers, ops, tenants, webhook
 from receiver.http.middlewares import auth_middleware, error_middleware
@@ -31,6 +36,8 @@ SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 VIEW = web.AppKey("breaker_view", BreakerView)
 LISTENER = web.AppKey("breaker_listener", BreakerListener)
 METRICS = web.AppKey("metrics", Metrics)
+HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+SENDERS = web.AppKey("senders", dict[Channel, Sender])
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -60,6 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_breaker_listener)
     app.cleanup_ctx.append(_sweeper)
+    app.cleanup_ctx.append(_notifications)
     ops.add_routes(app)
     webhook.add_routes(app)
     breakers.add_routes(app)
@@ -91,6 +99,46 @@ async def _breaker_listener(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _notifications(app: web.Application) -> AsyncIterator[None]:
+    """The outbound HTTP client, the configured channels and the outbox worker."""
+    settings = app[SETTINGS]
+    client = aiohttp.ClientSession()
+    app[HTTP_CLIENT] = client
+    app[SENDERS] = build_senders(
+        session=client,
+        slack_webhook_url=settings.slack_webhook_url,
+        pagerduty_routing_key=_secret(settings.pagerduty_routing_key),
+        pagerduty_events_url=settings.pagerduty_events_url,
+        smtp_host=settings.smtp_host,
+        smtp_port=settings.smtp_port,
+        email_from=settings.email_from,
+        email_to=settings.email_to,
+        smtp_start_tls=settings.smtp_starttls,
+        smtp_username=settings.smtp_username,
+        smtp_password=_secret(settings.smtp_password),
+    )
+    log.info(
+        "notification channels",
+        extra={"enabled": sorted(c.value for c in app[SENDERS]) or "none"},
+    )
+    worker = OutboxWorker(
+        sessions=app[SESSIONS],
+        senders=app[SENDERS],
+        policy=RetryPolicy(
+            max_attempts=settings.notify_max_attempts,
+            base_seconds=settings.notify_backoff_base_seconds,
+            max_seconds=settings.notify_backoff_max_seconds,
+        ),
+        poll_seconds=settings.outbox_poll_seconds,
+    )
+    task = asyncio.create_task(worker.run_forever(), name="outbox-worker")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await client.close()
 
 
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     email_from: str | None = None
     email_to: str | None = None
     public_url: str | None = None
+    notify_max_attempts: int = Field(default=8, ge=1)
+    notify_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    notify_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool | None = None
 
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
