@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from receiver.domain.alerts import AlertInstance, AlertStatus, fingerprint, role_of
 
@@ -47,8 +54,25 @@ class WebhookPayload(_Wire):
     # Older Alertmanagers omit it; absent means nothing was truncated.
     truncatedAlerts: int = Field(default=0, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nul(cls, data: Any) -> Any:
+        # PostgreSQL text and jsonb cannot hold U+0000, and refusing the delivery would
+        # make Alertmanager retry it forever: the character is dropped.
+        return _without_nul(data)
+
     def instances(self, *, tenant_label: str) -> list[AlertInstance]:
         return [to_instance(a, tenant_label=tenant_label) for a in self.alerts]
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _end(value: datetime | None) -> datetime | None:
@@ -59,6 +83,7 @@ def _end(value: datetime | None) -> datetime | None:
 
 def to_instance(alert: WebhookAlert, *, tenant_label: str) -> AlertInstance:
     fp = alert.fingerprint.zfill(16) if alert.fingerprint else fingerprint(alert.labels)
+    labels = alert.labels
     return AlertInstance(
         fingerprint=fp,
         starts_at=alert.startsAt,
@@ -66,11 +91,11 @@ def to_instance(alert: WebhookAlert, *, tenant_label: str) -> AlertInstance:
         # alert's endsAt is when it ended.
         ends_at=_end(alert.endsAt) if alert.status is AlertStatus.RESOLVED else None,
         status=alert.status,
-        labels=alert.labels,
+        labels=labels,
         annotations=alert.annotations,
         generator_url=alert.generatorURL,
-        role=role_of(alert.labels, tenant_label=tenant_label),
-        tenant_id=alert.labels.get(tenant_label) or None,
+        role=role_of(labels, tenant_label=tenant_label),
+        tenant_id=labels.get(tenant_label) or None,
     )
 
 
