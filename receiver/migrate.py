@@ -10,7 +10,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+# The repository (or the image's /app) holds alembic.ini and migrations/ beside the
+# package; an installed package run from elsewhere looks in the working directory.
 ROOT = Path(__file__).resolve().parent.parent
+if not (ROOT / "alembic.ini").exists():
+    ROOT = Path.cwd()
 
 
 def alembic_config(database_url: str, *, configure_logging: bool = True) -> Config:

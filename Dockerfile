@@ -1,0 +1,16 @@
+# The receiver image: `python -m receiver serve` (default) or `python -m receiver migrate`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY receiver ./receiver
+COPY migrations ./migrations
+COPY alembic.ini ./
+RUN pip install . && useradd --system --uid 10001 receiver
+
+USER receiver
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)" || exit 1
+CMD ["python", "-m", "receiver", "serve"]
