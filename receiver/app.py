@@ -21,10 +21,11 @@ from receiver.config import ServiceConfig
 from receiver.db.engine import create_engine, session_factory
 from receiver.domain.notification import Channel
 from receiver.errors import ReceiverError
-from receiver.http import breakers, ops, tenants, webhook
+from receiver.http import analytics, breakers, incidents, ops, tenants, webhook
 from receiver.http.middlewares import auth_middleware, error_middleware
 from receiver.metrics import Metrics
 from receiver.service import breakers as breaker_service
+from receiver.service import incidents as incident_service
 from receiver.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ SENDERS = web.AppKey("senders", dict[Channel, Sender])
 
 
 def create_app(settings: Settings) -> web.Application:
+    # Also here, not only in `serve`: an app built without tokens would serve /v1 openly.
+    settings.check_startable()
     config = ServiceConfig.from_settings(settings)
     view = BreakerView(config.breaker)
     metrics = Metrics(view)
@@ -67,11 +70,14 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_breaker_listener)
     app.cleanup_ctx.append(_sweeper)
+    app.cleanup_ctx.append(_sla_checker)
     app.cleanup_ctx.append(_notifications)
     ops.add_routes(app)
     webhook.add_routes(app)
     breakers.add_routes(app)
     tenants.add_routes(app)
+    incidents.add_routes(app)
+    analytics.add_routes(app)
     return app
 
 
@@ -167,3 +173,31 @@ async def sweep_forever(app: web.Application) -> None:
             app[VIEW].apply(changed)
             for v in changed:
                 app[METRICS].transitions.labels(to=v.breaker.state.value).inc()
+
+
+async def _sla_checker(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(check_sla_forever(app), name="sla-checker")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def check_sla_forever(app: web.Application) -> None:
+    """Flag incidents left unacknowledged past ack_due_at (every replica runs this; SKIP
+    LOCKED keeps them from flagging one incident twice)."""
+    interval = app[SETTINGS].sla_check_interval_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            breached = await incident_service.check_sla_breaches(
+                sessions=app[SESSIONS], config=app[CONFIG], now=datetime.now(UTC)
+            )
+        except ReceiverError as exc:
+            log.warning("SLA check skipped", extra={"error": exc.detail})
+            continue
+        except Exception:
+            log.exception("SLA check failed")
+            continue
+        if breached:
+            log.info("incidents breached their SLA", extra={"incidents": breached})

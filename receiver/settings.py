@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     max_isolated_percent: float = Field(default=20.0, ge=0, le=100)
     correlation_window_seconds: float = Field(default=600.0, ge=0)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    sla_check_interval_seconds: float = Field(default=5.0, gt=0)
 
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
 
@@ -74,6 +75,15 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
+
+    @field_validator("webhook_token", "api_token")
+    @classmethod
+    def _blank_is_unset(cls, token: SecretStr | None) -> SecretStr | None:
+        # `RECEIVER_API_TOKEN=` (an unset variable in a compose file) must not become the
+        # token "": every request with an empty bearer or basic password would match it.
+        if token is not None and not token.get_secret_value().strip():
+            return None
+        return token
 
     @model_validator(mode="after")
     def _read_token_files(self) -> Settings:

@@ -29,6 +29,12 @@ if not FIXTURES.exists():  # a checkout laid out differently: ../shared beside t
 WEBHOOK_TOKEN = "test-webhook-token"
 API_TOKEN = "test-api-token"
 TABLES_IN_DELETE_ORDER = (
+    "action_items",
+    "postmortems",
+    "incident_alerts",
+    "incident_tenants",
+    "incidents",
+    "incident_counters",
     "audit_log",
     "notifications",
     "alerts",

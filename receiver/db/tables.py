@@ -3,7 +3,7 @@ and dashboards read them, so add columns beside them and never rename."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,8 +11,10 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -36,6 +38,11 @@ NAMING_CONVENTION = {
 
 TIERS = ("platinum", "gold", "silver", "bronze")
 BREAKER_STATES = ("closed", "open", "half_open", "forced_open", "forced_closed")
+PRIORITIES = ("P0", "P1", "P2")
+INCIDENT_STATUSES = ("open", "acknowledged", "resolved")
+# How a tenant became part of an incident: its breaker tripped, or the mass-isolation guard
+# suppressed the trip (the tenant is failing but was deliberately not isolated).
+JOIN_CAUSES = ("tripped", "suppressed")
 
 
 class Base(DeclarativeBase):
@@ -187,3 +194,121 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
     provider_ref: Mapped[str | None] = mapped_column(Text)
+
+
+class Incident(Base):
+    """One failure event: tenants failing together (and/or a platform alert).
+
+    `id` is 'INC-YYYYMMDD-NNNN' (UTC day, number within the day from incident_counters).
+    Priority only ever escalates; `ack_due_at` only ever tightens."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        CheckConstraint("id ~ '^INC-[0-9]{8}-[0-9]{4}$'", name="id_format"),
+        CheckConstraint(f"priority IN {PRIORITIES!r}", name="priority"),
+        CheckConstraint(f"status IN {INCIDENT_STATUSES!r}", name="status"),
+        CheckConstraint("(status = 'resolved') = (resolved_at IS NOT NULL)", name="resolved_at"),
+        Index("ix_incidents_opened_at", "opened_at"),
+        Index(
+            "ix_incidents_unresolved", "opened_at", postgresql_where=text("status <> 'resolved'")
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    priority: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default="open")
+    opened_at: Mapped[datetime]
+    ack_due_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(Text)
+    # Set once by the SLA check when the incident passed ack_due_at unacknowledged.
+    sla_breached_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class IncidentCounter(Base):
+    """Last incident number handed out per UTC day: an upsert on this row serialises
+    concurrent openings, so two replicas never make the same identifier."""
+
+    __tablename__ = "incident_counters"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
+
+
+class IncidentTenant(Base):
+    __tablename__ = "incident_tenants"
+    __table_args__ = (
+        CheckConstraint(f"cause IN {JOIN_CAUSES!r}", name="cause"),
+        Index("ix_incident_tenants_tenant_id", "tenant_id"),
+    )
+
+    incident_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("incidents.id", ondelete="RESTRICT"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("tenants.tenant_id", ondelete="RESTRICT"), primary_key=True
+    )
+    joined_at: Mapped[datetime]
+    cause: Mapped[str] = mapped_column(Text)
+
+
+class IncidentAlert(Base):
+    """Alert instances linked to an incident: the ones that opened or joined it, platform
+    alerts, and tenant alerts (no isolate label) that fired while it was open."""
+
+    __tablename__ = "incident_alerts"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["fingerprint", "starts_at"],
+            ["alerts.fingerprint", "alerts.starts_at"],
+            name="fk_incident_alerts_alerts",
+            ondelete="RESTRICT",
+        ),
+        Index("ix_incident_alerts_fingerprint_starts_at", "fingerprint", "starts_at"),
+    )
+
+    incident_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("incidents.id", ondelete="RESTRICT"), primary_key=True
+    )
+    fingerprint: Mapped[str] = mapped_column(Text, primary_key=True)
+    starts_at: Mapped[datetime] = mapped_column(primary_key=True)
+    linked_at: Mapped[datetime]
+
+
+class Postmortem(Base):
+    """What people wrote about an incident; the Markdown is rendered from this, the
+    incident and its audit rows. Action items are rows of their own (action_items)."""
+
+    __tablename__ = "postmortems"
+
+    incident_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("incidents.id", ondelete="RESTRICT"), primary_key=True
+    )
+    root_cause: Mapped[str | None] = mapped_column(Text)
+    five_whys: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    what_went_well: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    false_positive: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_by: Mapped[str] = mapped_column(Text)
+
+
+class ActionItemRow(Base):
+    """A postmortem follow-up, owned by a team (never a person) with a due date."""
+
+    __tablename__ = "action_items"
+    __table_args__ = (
+        Index("ix_action_items_incident_id", "incident_id", "position", unique=True),
+        Index("ix_action_items_owner_team_due", "owner_team", "due"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(Text, ForeignKey("incidents.id", ondelete="RESTRICT"))
+    position: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text)
+    owner_team: Mapped[str] = mapped_column(Text)
+    due: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(Text, server_default="open")

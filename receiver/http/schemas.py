@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -18,6 +19,22 @@ from receiver.domain.alerts import AlertInstance, AlertStatus, fingerprint, role
 
 # Alertmanager writes Go's zero time for "no end": 0001-01-01T00:00:00Z.
 _GO_ZERO_YEAR = 1
+# PostgreSQL's integer, the column truncatedAlerts is stored in.
+_INT4_MAX = 2**31 - 1
+
+
+def _utc_representable(value: datetime) -> datetime:
+    # An instant whose UTC date falls outside years 1..9999 (0001-01-01T00:00:00+14:00)
+    # parses, but can never be stored or compared: refuse it here (422) instead of failing
+    # in the transaction with a 500 that Alertmanager would retry forever.
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("timestamp out of range once converted to UTC") from exc
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
 TenantId = Annotated[
     str,
@@ -33,8 +50,8 @@ class WebhookAlert(_Wire):
     status: AlertStatus
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: AwareDatetime
-    endsAt: AwareDatetime | None = None
+    startsAt: Timestamp
+    endsAt: Timestamp | None = None
     generatorURL: str = ""
     fingerprint: str | None = Field(default=None, pattern=r"^[0-9a-f]{1,16}$")
 
@@ -52,7 +69,7 @@ class WebhookPayload(_Wire):
     externalURL: str = ""
     groupKey: str = ""
     # Older Alertmanagers omit it; absent means nothing was truncated.
-    truncatedAlerts: int = Field(default=0, ge=0)
+    truncatedAlerts: int = Field(default=0, ge=0, le=_INT4_MAX)
 
     @model_validator(mode="before")
     @classmethod
@@ -140,3 +157,76 @@ class TenantIn(_Input):
         Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None
     ) = None
     actor: Actor = "api"
+
+
+# --- incidents, postmortems, analytics -----------------------------------------------------
+
+MAX_NOTE_CHARS = 2000
+
+
+def _reject_nul(value: Any) -> Any:
+    # PostgreSQL text and jsonb cannot hold U+0000; refuse it here (422) rather than fail
+    # in the database. Unlike a webhook, a person can correct and resend.
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain the NUL character (U+0000)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _reject_nul(k)
+            _reject_nul(v)
+    elif isinstance(value, list):
+        for v in value:
+            _reject_nul(v)
+    return value
+
+
+class _TextInput(_Input):
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return _reject_nul(data)
+
+
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_NOTE_CHARS)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)]
+ListItem = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class IncidentActionIn(_TextInput):
+    """POST /v1/incidents/{id}/acknowledge and /resolve."""
+
+    actor: Actor
+    note: Note | None = None
+
+
+class PostmortemIn(_TextInput):
+    """PUT /v1/incidents/{id}/postmortem: replaces every field (absent ones are emptied).
+
+    `action_items` is checked by the domain (receiver.domain.incident.validate_action_items),
+    whose message names the first bad field: each needs description, owner_team (a team,
+    never a person) and due (YYYY-MM-DD); status is optional ("open")."""
+
+    actor: Actor
+    root_cause: LongText | None = None
+    five_whys: Annotated[list[ListItem], Field(max_length=10)] = Field(default_factory=list)
+    action_items: list[Any] = Field(default_factory=list)
+    what_went_well: Annotated[list[ListItem], Field(max_length=50)] = Field(default_factory=list)
+    false_positive: Annotated[bool, Field(strict=True)] = False
+
+
+class IncidentQuery(_Input):
+    """GET /v1/incidents query string. since/until bound opened_at: [since, until)."""
+
+    status: Literal["open", "acknowledged", "resolved"] | None = None
+    priority: Literal["P0", "P1", "P2"] | None = None
+    tenant: TenantId | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class AnalyticsQuery(_Input):
+    """GET /v1/analytics/incidents query string (default: the last 30 days)."""
+
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None

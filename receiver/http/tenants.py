@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
 from receiver import app as keys
-from receiver.http.parsing import json_response, read_model, tenant_id_from
+from receiver.http.breakers import breaker_json
+from receiver.http.parsing import TENANT, json_response, read_model, tenant_id_from
 from receiver.http.schemas import TenantIn
+from receiver.service import incidents as incident_service
 from receiver.service import tenants as tenant_service
 
 
@@ -32,6 +36,29 @@ async def get_tenant(request: web.Request) -> web.Response:
     return json_response(record.to_json())
 
 
+async def get_health(request: web.Request) -> web.Response:
+    """Breaker (from this replica's view, like the gateways read it), the open incident and
+    recent alerts. An unknown tenant is healthy: closed breaker, nothing else."""
+    tenant_id = tenant_id_from(request)
+    health = await incident_service.tenant_health(
+        sessions=request.app[keys.SESSIONS], tenant_id=tenant_id
+    )
+    now = datetime.now(UTC)
+    view = request.app[keys.VIEW]
+    return json_response(
+        {
+            "tenant_id": tenant_id,
+            "tenant": health.tenant,
+            "breaker": breaker_json(view.get(tenant_id, now=now), view.policy),
+            "open_incident": health.open_incident.to_json(now=now)
+            if health.open_incident
+            else None,
+            "recent_alerts": health.recent_alerts,
+        }
+    )
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_put("/v1/tenants/{tenant_id}", put_tenant)
-    app.router.add_get("/v1/tenants/{tenant_id}", get_tenant)
+    app.router.add_put(f"/v1/tenants/{TENANT}", put_tenant)
+    app.router.add_get(f"/v1/tenants/{TENANT}", get_tenant)
+    app.router.add_get(f"/v1/tenants/{TENANT}/health", get_health)
