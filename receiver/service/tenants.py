@@ -61,11 +61,11 @@ async def configure_tenant(
             "hourly_cost": Decimal(str(hourly_cost)) if hourly_cost is not None else None,
             "admin_email": admin_email,
         }
-        stmt = pg_insert(Tenant).values(tenant_id=tenant_id, **values)
-        stmt = stmt.on_conflict_do_update(
+        insert = pg_insert(Tenant).values(tenant_id=tenant_id, **values)
+        upsert = insert.on_conflict_do_update(
             index_elements=[Tenant.tenant_id], set_={**values, "updated_at": func.now()}
         ).returning(Tenant.__table__)
-        row = (await session.execute(stmt)).one()
+        row = (await session.execute(upsert)).one()
         audit = AuditTrail()
         audit.add(
             "tenant.configured",
