@@ -56,7 +56,7 @@ e2e: $(STAMP) system-deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy receiver/domain
+	$(VENV)/bin/mypy receiver
 
 bench: $(STAMP)
 	@scripts/system-deps.sh --with-bench

@@ -112,7 +112,7 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = aiohttp.ClientSession()
     app[HTTP_CLIENT] = client
-    app[SENDERS] = build_senders(
+    senders: dict[Channel, Sender] = build_senders(
         session=client,
         slack_webhook_url=settings.slack_webhook_url,
         pagerduty_routing_key=_secret(settings.pagerduty_routing_key),
@@ -125,13 +125,14 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
         smtp_username=settings.smtp_username,
         smtp_password=_secret(settings.smtp_password),
     )
+    app[SENDERS] = senders
     log.info(
         "notification channels",
-        extra={"enabled": sorted(c.value for c in app[SENDERS]) or "none"},
+        extra={"enabled": sorted(c.value for c in senders) or "none"},
     )
     worker = OutboxWorker(
         sessions=app[SESSIONS],
-        senders=app[SENDERS],
+        senders=senders,
         policy=RetryPolicy(
             max_attempts=settings.notify_max_attempts,
             base_seconds=settings.notify_backoff_base_seconds,

@@ -21,11 +21,15 @@ class BreakerView:
         self._rows: dict[str, Breaker] = {}
         self._versions: dict[str, int] = {}
         self.loaded = False
+        # Encoded answers of the HTTP layer, by tenant, each with the row it was made
+        # from: valid while that very row object is the one stored.
+        self.encoded: dict[str, tuple[Breaker, bytes]] = {}
 
     def replace_all(self, rows: Iterable[Versioned]) -> None:
         rows = list(rows)
         self._rows = {v.breaker.tenant_id: v.breaker for v in rows}
         self._versions = {v.breaker.tenant_id: v.version for v in rows}
+        self.encoded = {}
         self.loaded = True
 
     def apply(self, rows: Iterable[Versioned]) -> None:
@@ -38,6 +42,10 @@ class BreakerView:
                 continue
             self._rows[tenant_id] = v.breaker
             self._versions[tenant_id] = v.version
+
+    def stored(self, tenant_id: str) -> Breaker | None:
+        """The row as stored (not advanced to now), None for a tenant without one."""
+        return self._rows.get(tenant_id)
 
     def get(self, tenant_id: str, *, now: datetime) -> Breaker:
         row = self._rows.get(tenant_id)

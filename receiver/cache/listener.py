@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 
 import psycopg
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 # How often an idle listener proves its connection is alive (a silently dropped TCP
 # connection would otherwise look like "no changes" forever).
 HEARTBEAT_SECONDS = 5.0
+# How the listener's connection shows in pg_stat_activity (with the process id), so an
+# operator can tell each replica's listener from the pool's connections.
+APPLICATION_NAME = "receiver-listener"
 
 
 def libpq_url(sqlalchemy_url: str) -> str:
@@ -50,7 +54,10 @@ class BreakerListener:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=3
+                    self._conninfo,
+                    autocommit=True,
+                    connect_timeout=3,
+                    application_name=f"{APPLICATION_NAME} pid={os.getpid()}",
                 ) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     await self._reload(conn)

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def breaker_middleware(
     client: BreakerClient, *, tenant_of: Callable[[web.Request], str | None]
-) -> web.Middleware:
+) -> Middleware:
     """Sheds isolated tenants with 503 and reports half-open probe outcomes.
 
     A 5xx answer (or an exception) counts as a failed probe; anything else as healthy."""

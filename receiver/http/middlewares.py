@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from receiver.errors import ReceiverError
 from receiver.http.parsing import InvalidPayload, json_response
@@ -23,7 +24,7 @@ def error_response(status: int, error: str, detail: str, **extra: object) -> web
     return json_response({"error": error, "detail": detail, **extra}, status=status)
 
 
-def error_middleware(on_webhook_rejection: Callable[[str], None]) -> web.Middleware:
+def error_middleware(on_webhook_rejection: Callable[[str], None]) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -79,7 +80,7 @@ def _presented_token(request: web.Request) -> str | None:
 
 def auth_middleware(
     *, webhook_token: str | None, api_token: str | None, on_webhook_rejection: Callable[[str], None]
-) -> web.Middleware:
+) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/"):

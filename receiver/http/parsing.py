@@ -97,6 +97,11 @@ async def read_model(request: web.Request, model: type[M], *, max_bytes: int = 1
     return parse_model(model, await read_json_body(request, max_bytes=max_bytes))
 
 
+# The tenant path segment, empty included: aiohttp's default `{tenant_id}` needs at least one
+# character, so `/v1/tenants//breaker` would be a bare 404 instead of tenant_id_from's 400.
+TENANT = "{tenant_id:[^{}/]*}"
+
+
 def tenant_id_from(request: web.Request) -> str:
     raw = request.match_info["tenant_id"]
     try:

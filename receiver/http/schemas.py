@@ -74,8 +74,9 @@ class WebhookPayload(_Wire):
     @model_validator(mode="before")
     @classmethod
     def _drop_nul(cls, data: Any) -> Any:
-        # PostgreSQL text and jsonb cannot hold U+0000, and refusing the delivery would
-        # make Alertmanager retry it forever: the character is dropped.
+        # PostgreSQL text and jsonb cannot hold U+0000. Failing in the database would
+        # answer 500 and Alertmanager would retry the delivery forever; a 4xx would lose
+        # it. The character is dropped instead.
         return _without_nul(data)
 
     def instances(self, *, tenant_label: str) -> list[AlertInstance]:

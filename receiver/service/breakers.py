@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.config import ServiceConfig
-from receiver.db.tables import Alert, AuditLog, Tenant
+from receiver.db.tables import Alert, Tenant
 from receiver.db.tables import Breaker as BreakerRow
 from receiver.domain import breaker as domain
 from receiver.domain.alerts import AlertInstance, AlertRole
@@ -79,7 +79,7 @@ class BreakerChanges:
 # --- rows <-> domain -----------------------------------------------------------------
 
 
-def breaker_from_row(row: Mapping[str, Any]) -> Breaker:
+def breaker_from_row(row: Mapping[Any, Any]) -> Breaker:
     values = {name: row[name] for name in _COLUMNS}
     values["state"] = BreakerState(values["state"])
     return Breaker(**values)
@@ -131,8 +131,13 @@ async def save_changes(
     audit: AuditTrail,
     actor: str,
     override: tuple[str, str] | None = None,
+    now: datetime | None = None,
 ) -> None:
-    """Write changed rows, their audit entries and one NOTIFY per breaker."""
+    """Write changed rows, their audit entries and one NOTIFY per breaker.
+
+    With `now`, the changes that time alone had already made before the event (the open
+    period ran out, probation passed) are audited as the system's, whoever persists them
+    first: every domain step starts with `advance`, so they lead the event list."""
     if not changes:
         return
     rows = []
@@ -144,16 +149,22 @@ async def save_changes(
         if override is not None:
             row["override_reason"], row["override_actor"] = override
         rows.append(row)
-        for event in change.events:
-            _audit_event(audit, event, actor=actor, breaker=b)
+        timed = (
+            len(domain.advance(change.before, now=now, policy=config.breaker).events)
+            if now is not None
+            else 0
+        )
+        for i, event in enumerate(change.events):
+            _audit_event(audit, event, actor=SYSTEM if i < timed else actor, breaker=b)
     for change, row in zip(changes, rows, strict=True):
         tenant_id = row.pop("tenant_id")
-        change.version = await session.scalar(
+        result = await session.execute(
             update(BreakerRow)
             .where(BreakerRow.tenant_id == tenant_id)
             .values(**row, version=BreakerRow.version + 1)
             .returning(BreakerRow.version)
         )
+        change.version = result.scalar_one()
     payloads = [notification_payload(Versioned(c.version, c.breaker)) for c in changes]
     # Delivered to every listener at commit, in commit order, and never if we roll back.
     notify = func.pg_notify(
@@ -202,7 +213,7 @@ async def _firing_isolating_tenants(session: AsyncSession, tenants: Sequence[str
         .where(Alert.status == "firing", Alert.isolating, Alert.tenant_id.in_(tenants))
         .distinct()
     )
-    return {t for (t,) in rows.tuples()}
+    return {t for (t,) in rows.tuples() if t is not None}
 
 
 # --- use cases -------------------------------------------------------------------------
@@ -259,7 +270,9 @@ async def apply_alert_transitions(
         current[tenant] = b
         if b != before or events:
             changes.changed.append(BreakerChange(before=before, breaker=b, events=tuple(events)))
-    await save_changes(session, changes.changed, config=config, audit=audit, actor=ALERTMANAGER)
+    await save_changes(
+        session, changes.changed, config=config, audit=audit, actor=ALERTMANAGER, now=now
+    )
     return changes
 
 
@@ -284,7 +297,7 @@ async def record_outcomes(
             return None
         audit = AuditTrail()
         change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
-        await save_changes(session, [change], config=config, audit=audit, actor="gateway")
+        await save_changes(session, [change], config=config, audit=audit, actor="gateway", now=now)
         await incident_service.after_breaker_changes(
             session, changes=[change], config=config, now=now, audit=audit
         )
@@ -312,6 +325,8 @@ async def override_breaker(
             )
         except domain.NotOverridden as exc:
             raise Conflict(str(exc)) from exc
+        # The state the operator acted on: an elapsed open period is already half-open.
+        acted_on = domain.effective(before, now=now, policy=config.breaker)
         audit = AuditTrail()
         audit.add(
             "breaker.override",
@@ -319,12 +334,18 @@ async def override_breaker(
             tenant_id=tenant_id,
             action=action.value,
             reason=reason,
-            **{"from": before.state.value, "to": out.breaker.state.value},
+            **{"from": acted_on.state.value, "to": out.breaker.state.value},
         )
         change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
         override = (reason, actor) if action is not OverrideAction.RELEASE else None
         await save_changes(
-            session, [change], config=config, audit=audit, actor=actor, override=override
+            session,
+            [change],
+            config=config,
+            audit=audit,
+            actor=actor,
+            override=override,
+            now=now,
         )
         await incident_service.after_breaker_changes(
             session, changes=[change], config=config, now=now, audit=audit
@@ -376,16 +397,3 @@ async def sweep(
 async def load_all(session: AsyncSession) -> list[Versioned]:
     rows = await session.execute(select(BreakerRow.__table__))
     return [Versioned(r["version"], breaker_from_row(r)) for r in rows.mappings()]
-
-
-async def trips_since(session: AsyncSession, since: datetime) -> dict[str, int]:
-    rows = await session.execute(
-        select(AuditLog.tenant_id, func.count())
-        .where(
-            AuditLog.action == "breaker.transition",
-            AuditLog.occurred_at >= since,
-            AuditLog.details["to"].astext == "open",
-        )
-        .group_by(AuditLog.tenant_id)
-    )
-    return {t: int(n) for t, n in rows.tuples()}
