@@ -247,6 +247,19 @@ def test_traffic_reaches_the_receiver_with_the_api_token(
     assert int(settings["TRAFFIC_PORT"]) in container_ports(traffic)
 
 
+def test_traffic_settings_are_ones_the_generator_reads(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from receiver.demo.traffic import TrafficSettings, parse_tenants
+
+    settings = env(services["traffic"])
+    known = {f"TRAFFIC_{name.upper()}" for name in TrafficSettings.model_fields}
+    assert set(settings) <= known, set(settings) - known
+    parse_tenants(settings.get("TRAFFIC_TENANTS", "6"))
+    # It must listen on every interface, or Prometheus cannot scrape it.
+    assert settings.get("TRAFFIC_HOST", "0.0.0.0") == "0.0.0.0"
+
+
 def test_no_real_token_is_committed() -> None:
     ignored = (ROOT / "deploy" / ".gitignore").read_text().split()
     for relative in LOCAL_ONLY:
@@ -316,7 +329,7 @@ def test_alertmanager_timing(alertmanager: dict[str, Any]) -> None:
     assert route["group_by"] == ["alertname", "tenant_id"]
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == (
         "1s",
-        "5s",
+        "2s",
         "1h",
     )
 
@@ -324,8 +337,8 @@ def test_alertmanager_timing(alertmanager: dict[str, Any]) -> None:
 def test_prometheus_targets_are_the_compose_services(
     services: dict[str, dict[str, Any]], prometheus: dict[str, Any]
 ) -> None:
-    assert prometheus["global"]["scrape_interval"] == "5s"
-    assert prometheus["global"]["evaluation_interval"] == "5s"
+    assert prometheus["global"]["scrape_interval"] == "2s"
+    assert prometheus["global"]["evaluation_interval"] == "2s"
     assert "external_labels" not in prometheus["global"]
     targets = {
         job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]

@@ -1,0 +1,169 @@
+"""End to end: real PostgreSQL, receiver, Alertmanager, Prometheus and the demo traffic
+generator on 127.0.0.1 (receiver.demo.stack, the harness `make demo` uses too).
+
+Six tenants send 5 queries a second through the gateway client; tenant-1 (gold) starts
+failing every query, tenant-6 is noisy (15 % errors) throughout. Asserted: tenant-1's
+breaker opens within 45 s of its errors starting (the measured time is printed, attached as
+the `detection_seconds` property and given in the assertion message), no other tenant is
+ever isolated, an incident opens for tenant-1 (P1: gold) and resolves itself, and tenant-1's
+breaker goes half-open and closes after it recovers, all within a few minutes.
+
+    make e2e                # this test alone (pytest -m e2e -s -v); `make test` runs it too
+
+The binaries come from Debian (`apt-get install prometheus prometheus-alertmanager
+postgresql`; CI runs scripts/system-deps.sh). A missing one FAILS the test. On failure the
+processes' logs are kept and their folder is printed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from receiver.demo.stack import (
+    Event,
+    Stack,
+    StackOptions,
+    Story,
+    missing_packages,
+    run_story,
+    tenant_ids,
+    wait_for_traffic_in_prometheus,
+)
+
+pytestmark = pytest.mark.e2e
+
+TEST_SECONDS = 360.0  # the whole module, stack start included
+DETECTION_BUDGET = 45.0
+DETECTION_AIM = 30.0
+FAILING = "tenant-1"
+GOLD_PRIORITY = "P1"
+
+
+@pytest.fixture(scope="module")
+def pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, Story]]:
+    missing = missing_packages()
+    if missing:
+        pytest.fail(
+            f"end-to-end test needs: apt-get install {' '.join(missing)}"
+            " (CI: scripts/system-deps.sh; locally as root: make system-deps)",
+            pytrace=False,
+        )
+    deadline = time.monotonic() + TEST_SECONDS
+    failed_before = request.session.testsfailed
+
+    def show(event: Event) -> None:
+        clock = datetime.fromtimestamp(event.at).strftime("%H:%M:%S")
+        print(f"e2e {clock}  {event.text}", flush=True)
+
+    with Stack(StackOptions(), deadline=deadline, progress=lambda s: print(f"e2e: {s}")) as stack:
+        print(f"e2e: logs in {stack.logs}")
+        tenants = tenant_ids(stack)
+        wait_for_traffic_in_prometheus(
+            stack, tenants, timeout=min(90.0, deadline - time.monotonic())
+        )
+        story = run_story(stack, failing=FAILING, deadline=deadline, emit=show)
+        yield stack, story
+        if request.session.testsfailed > failed_before:
+            stack.failed = True  # keep the logs; Stack.stop prints where they are
+
+
+def _timeline(story: Story) -> str:
+    start = story.errors_started or story.started
+    return "\n".join(f"  {e.at - start:+7.1f} s  {e.text}" for e in story.events)
+
+
+def test_failing_tenant_is_isolated_within_45_seconds(
+    pipeline: tuple[Stack, Story], record_property: Any
+) -> None:
+    _, story = pipeline
+    detection = story.detection_seconds
+    assert detection is not None, f"{FAILING}'s breaker never opened:\n{_timeline(story)}"
+    record_property("detection_seconds", round(detection, 1))
+    stages = []
+    assert story.errors_started is not None
+    if story.alert_firing_at is not None:
+        stages.append(f"alert firing +{story.alert_firing_at - story.errors_started:.1f} s")
+    if story.webhook_at is not None:
+        stages.append(f"webhook +{story.webhook_at - story.errors_started:.1f} s")
+    message = (
+        f"detection time (errors started -> breaker open): {detection:.1f} s"
+        f" [{', '.join(stages)}] (budget {DETECTION_BUDGET:.0f} s, aim {DETECTION_AIM:.0f} s)"
+    )
+    print(f"\ne2e: {message}")
+    assert detection <= DETECTION_BUDGET, f"{message}\n{_timeline(story)}"
+
+
+def test_no_other_tenant_is_ever_isolated(pipeline: tuple[Stack, Story]) -> None:
+    stack, story = pipeline
+    # Polled twice a second through GET /v1/breakers the whole time...
+    assert story.others_isolated == [], story.others_isolated
+    # ...and the record: no breaker change, suppressed trip or isolating alert for anyone
+    # else, and the gateway shed nothing of theirs.
+    rows = stack.sql(
+        "SELECT DISTINCT action, tenant_id FROM audit_log"
+        " WHERE action IN ('breaker.transition', 'breaker.suppressed', 'breaker.override')"
+    )
+    assert {tenant for _, tenant in rows} == {FAILING}, rows
+    isolating = stack.sql("SELECT DISTINCT tenant_id FROM alerts WHERE labels->>'isolate' = 'true'")
+    assert isolating == [(FAILING,)], isolating
+    tripped = stack.sql("SELECT tenant_id FROM breakers WHERE trips > 0")
+    assert tripped == [(FAILING,)], tripped
+    others = {t: n for t, n in story.shed.items() if t != FAILING}
+    assert others and all(n == 0 for n in others.values()), story.shed
+    assert story.shed.get(FAILING, 0) > 0, "the gateway never shed the failing tenant"
+
+
+def test_an_incident_opens_and_resolves_itself(pipeline: tuple[Stack, Story]) -> None:
+    stack, story = pipeline
+    assert story.incidents_source == "api", "GET /v1/incidents is not served"
+    assert story.incident is not None, f"no incident for {FAILING}:\n{_timeline(story)}"
+    assert story.incident_opened_priority == GOLD_PRIORITY, story.incident
+    reply = stack.api("GET", f"/v1/incidents?tenant={FAILING}")
+    assert reply.status == 200, reply
+    (incident,) = reply.body["incidents"]
+    assert incident["tenants"] == [FAILING], incident
+    assert incident["priority"] == GOLD_PRIORITY, incident
+    assert incident["status"] == "resolved", f"{incident}\n{_timeline(story)}"
+    assert incident["resolved_by"] == "system", incident
+    assert story.incident_resolved_at is not None
+    assert story.closed_at is not None
+    assert story.incident_resolved_at >= story.closed_at - 1.0, "resolved before the breaker closed"
+
+
+def test_the_breaker_closes_after_the_tenant_recovers(pipeline: tuple[Stack, Story]) -> None:
+    stack, story = pipeline
+    assert story.recovered_at is not None, f"never recovered:\n{_timeline(story)}"
+    assert story.half_open_at is not None, f"never half-open:\n{_timeline(story)}"
+    assert story.closed_at is not None, f"never closed again:\n{_timeline(story)}"
+    assert story.opened_at is not None
+    assert story.opened_at < story.half_open_at < story.closed_at
+    assert story.closed_at > story.recovered_at
+    transitions = stack.sql(
+        "SELECT details->>'from', details->>'to' FROM audit_log"
+        " WHERE action = 'breaker.transition' AND tenant_id = %s ORDER BY id",
+        FAILING,
+    )
+    assert transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+    reply = stack.api("GET", f"/v1/tenants/{FAILING}/breaker")
+    assert reply.status == 200
+    assert (reply.body["state"], reply.body["allow"], reply.body["admit_ratio"]) == (
+        "closed",
+        True,
+        1.0,
+    )
+    isolated = story.closed_at - story.opened_at
+    print(f"\ne2e: {FAILING} isolated {isolated:.1f} s; closed: {story.closed_reason}")
+
+
+def test_the_whole_story_takes_a_few_minutes(pipeline: tuple[Stack, Story]) -> None:
+    _, story = pipeline
+    assert story.finished, f"the story did not finish in time:\n{_timeline(story)}"
+    assert story.closed_at is not None and story.errors_started is not None
+    took = story.closed_at - story.errors_started
+    print(f"\ne2e: from the first error to the breaker closed: {took:.1f} s")
+    assert took < 180, _timeline(story)
