@@ -62,6 +62,8 @@ def migrate_cmd(settings: Settings) -> int:
     if not settings.database_url:
         log.error("DATABASE_URL is not set")
         return 2
+    # Say which revisions ran (readyz keeps this logger quiet when serving).
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
     migrate.upgrade(settings.database_url, configure_logging=False)
     log.info("schema at head", extra={"revision": migrate.head_revision()})
     return 0

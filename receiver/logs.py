@@ -39,6 +39,7 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # readyz asks alembic for the schema revision on every probe; its INFO lines are noise.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 class JsonAccessLogger(AbstractAccessLogger):
