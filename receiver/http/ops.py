@@ -38,7 +38,12 @@ async def readyz(request: web.Request) -> web.Response:
     )
     ready = all(v == "ok" for v in checks.values())
     return json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            # Informational: a channel without settings is off, not a failure.
+            "notification_channels": sorted(c.value for c in app[keys.SENDERS]),
+        },
         status=200 if ready else 503,
     )
 
