@@ -303,3 +303,12 @@ async def test_sla_breach_is_noticed_once(receiver, provider, sql):
     breach = [e for e in p.pagerduty if e is not p.pagerduty[0]]
     assert len(breach) == 1 and breach[0]["event_action"] == "trigger"
     assert "SLA" in breach[0]["payload"]["summary"] or "sla" in str(breach[0]).lower()
+
+
+async def test_readyz_says_which_channels_are_on(receiver, app_client):
+    configured = await receiver()
+    body = await (await configured.get("/readyz")).json()
+    assert body["notification_channels"] == ["email", "pagerduty", "slack"]
+    bare = await app_client()
+    body = await (await bare.get("/readyz")).json()
+    assert body["notification_channels"] == []
