@@ -329,6 +329,45 @@ def on_alert_fired(
     return _then(timed, Outcome(cur))
 
 
+def awaiting_isolation(b: Breaker) -> bool:
+    """Closed while its isolating alert fires: a trip the guard suppressed.
+
+    Alertmanager will not send a *new* firing instance while the alert keeps firing, so
+    the receiver must retry the trip itself once the guard has room again, or a tenant
+    that is still broken after a shared failure ends would never be isolated."""
+    return b.state is BreakerState.CLOSED and b.alert_firing
+
+
+def retry_suppressed(
+    b: Breaker,
+    *,
+    now: datetime,
+    policy: BreakerPolicy,
+    isolated: int,
+    known_tenants: int,
+    max_isolated_percent: float,
+) -> Outcome:
+    """Try again a trip the guard suppressed; no event while there is still no room (the
+    first suppression was audited, repeating it every round would only add noise)."""
+    if isolated < 0:
+        raise ValueError(f"isolated must be >= 0, got {isolated}")
+    timed = advance(b, now=now, policy=policy)
+    cur = timed.breaker
+    if not awaiting_isolation(cur):
+        return timed
+    if isolated + 1 > isolation_limit(known_tenants, max_isolated_percent):
+        return timed
+    return _then(
+        timed,
+        _trip(
+            cur,
+            "isolating alert still firing and the mass-isolation guard has room again",
+            now,
+            streak=cur.streak + 1,
+        ),
+    )
+
+
 def on_alert_resolved(
     b: Breaker, *, now: datetime, policy: BreakerPolicy, still_firing: bool
 ) -> Outcome:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -31,6 +31,10 @@ from receiver.service.audit import ALERTMANAGER, SYSTEM, AuditTrail
 from receiver.service.transaction import in_transaction
 
 NOTIFY_CHANNEL = "receiver_breakers"
+# Same key as ingest's: trips are decided one at a time across the platform.
+GUARD_LOCK = 7262022
+# How often a suppressed trip is retried while its alert keeps firing.
+SUPPRESSED_RETRY = timedelta(seconds=5)
 _ISOLATED_STATES = [s.value for s in BreakerState if domain.counts_as_isolated(s)]
 _COLUMNS = (
     "tenant_id",
@@ -130,30 +134,26 @@ async def save_changes(
     config: ServiceConfig,
     audit: AuditTrail,
     actor: str,
+    now: datetime,
     override: tuple[str, str] | None = None,
-    now: datetime | None = None,
 ) -> None:
     """Write changed rows, their audit entries and one NOTIFY per breaker.
 
-    With `now`, the changes that time alone had already made before the event (the open
-    period ran out, probation passed) are audited as the system's, whoever persists them
-    first: every domain step starts with `advance`, so they lead the event list."""
+    The changes that time alone had already made before the event (the open period ran
+    out, probation passed) are audited as the system's, whoever persists them first:
+    every domain step starts with `advance`, so they lead the event list."""
     if not changes:
         return
     rows = []
     for change in changes:
         b = change.breaker
         row = breaker_to_json(b)
-        row["next_check_at"] = domain.next_change_at(b, policy=config.breaker)
+        row["next_check_at"] = next_check_at(b, config=config, now=now)
         row["updated_at"] = func.now()
         if override is not None:
             row["override_reason"], row["override_actor"] = override
         rows.append(row)
-        timed = (
-            len(domain.advance(change.before, now=now, policy=config.breaker).events)
-            if now is not None
-            else 0
-        )
+        timed = len(domain.advance(change.before, now=now, policy=config.breaker).events)
         for i, event in enumerate(change.events):
             _audit_event(audit, event, actor=SYSTEM if i < timed else actor, breaker=b)
     for change, row in zip(changes, rows, strict=True):
@@ -171,6 +171,15 @@ async def save_changes(
         NOTIFY_CHANNEL, func.unnest(bindparam("payloads", payloads, type_=ARRAY(Text)))
     )
     await session.execute(select(notify))
+
+
+def next_check_at(b: Breaker, *, config: ServiceConfig, now: datetime) -> datetime | None:
+    """When the sweeper should look at this row again: when time will move it, or, for a
+    trip the guard suppressed, soon, to retry it once there is room."""
+    due = domain.next_change_at(b, policy=config.breaker)
+    if due is None and domain.awaiting_isolation(b):
+        return now + SUPPRESSED_RETRY
+    return due
 
 
 def _audit_event(audit: AuditTrail, event: domain.Event, *, actor: str, breaker: Breaker) -> None:
@@ -376,15 +385,48 @@ async def sweep(
             .limit(batch)
             .with_for_update(skip_locked=True)
         )
-        changes = []
-        for row in rows.mappings():
-            before = breaker_from_row(row)
-            out = domain.advance(before, now=now, policy=config.breaker)
-            changes.append(BreakerChange(before=before, breaker=out.breaker, events=out.events))
+        due = [breaker_from_row(row) for row in rows.mappings()]
+        if not due:
+            return []
+        changes: list[BreakerChange] = []
+        waiting = [b for b in due if domain.awaiting_isolation(b)]
+        for before in due:
+            if not domain.awaiting_isolation(before):
+                out = domain.advance(before, now=now, policy=config.breaker)
+                changes.append(BreakerChange(before=before, breaker=out.breaker, events=out.events))
+        # A try-lock, not a wait: ingest takes the guard lock before breaker rows, and this
+        # already holds rows, so waiting could deadlock. Busy means retry next round.
+        if waiting and await session.scalar(select(func.pg_try_advisory_xact_lock(GUARD_LOCK))):
+            isolated, known = await _guard_inputs(session, [])
+            still_waiting = []
+            for before in waiting:
+                out = domain.retry_suppressed(
+                    before,
+                    now=now,
+                    policy=config.breaker,
+                    isolated=isolated,
+                    known_tenants=known,
+                    max_isolated_percent=config.max_isolated_percent,
+                )
+                if out.tripped:
+                    isolated += 1
+                    changes.append(
+                        BreakerChange(before=before, breaker=out.breaker, events=out.events)
+                    )
+                else:
+                    still_waiting.append(before)
+            waiting = still_waiting
+        if waiting:
+            await session.execute(
+                update(BreakerRow)
+                .where(BreakerRow.tenant_id.in_([b.tenant_id for b in waiting]))
+                .values(next_check_at=now + SUPPRESSED_RETRY)
+            )
+        changes = [c for c in changes if c.events or c.breaker != c.before]
         if not changes:
             return []
         audit = AuditTrail()
-        await save_changes(session, changes, config=config, audit=audit, actor=SYSTEM)
+        await save_changes(session, changes, config=config, audit=audit, actor=SYSTEM, now=now)
         await incident_service.after_breaker_changes(
             session, changes=changes, config=config, now=now, audit=audit
         )

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Trips are decided one at a time across the whole platform, or two replicas could each
 # see room under the mass-isolation guard and together exceed it.
-GUARD_LOCK = 7262022
+GUARD_LOCK = breaker_service.GUARD_LOCK
 
 # A delivery is written in three round trips whatever its size: `_BEGIN` (an id and the
 # stale check), `_WRITE` (alerts, the delivery with its counts, tenants) and the audit

@@ -605,3 +605,36 @@ async def test_tenant_registration_is_read_back_and_audited(client, sql):
     resp = await client.get("/v1/tenants/nobody", headers=API_HEADERS)
     assert resp.status == 404
     assert (await resp.json())["error"] == "not_found"
+
+
+async def test_a_suppressed_trip_is_retried_when_the_guard_has_room(client, sql):
+    """Alertmanager sends no new firing instance while the alert keeps firing, so the
+    receiver itself isolates a still-failing tenant once the shared failure has eased."""
+    tenants = [f"guard-{i:02d}" for i in range(10)]
+    await register(client, tenants)
+    failing = tenants[:3]
+    for tenant in failing:
+        await post_webhook(client, firing(tenant))
+    assert [(await get_breaker(client, t))["state"] for t in failing] == [
+        "open",
+        "open",
+        "closed",
+    ]
+    # An operator takes one isolated tenant out of the count: room for one more.
+    resp = await client.post(
+        f"/v1/tenants/{failing[0]}/breaker",
+        json={"action": "force_close", "reason": "known cause, serving it", "actor": "oncall"},
+        headers=API_HEADERS,
+    )
+    assert resp.status == 200, await resp.text()
+    b = await poll(
+        lambda: get_breaker(client, failing[2]),
+        lambda b: b["state"] == "open",
+        within=15,
+        what="the suppressed tenant to be isolated",
+    )
+    assert b["trips"] == 1
+    (actor, details) = audit_rows(sql, "breaker.transition", failing[2])[-1]
+    assert actor == "system"
+    assert details["to"] == "open" and "guard has room" in details["reason"]
+    assert len(audit_rows(sql, "breaker.suppressed", failing[2])) == 1

@@ -984,3 +984,59 @@ def test_property_allows_and_admit_ratio_agree(state: BreakerState, policy: Brea
     assert 0.0 <= ratio <= 1.0
     assert allows(state) == (ratio > 0)
     assert (ratio == 1.0 and state is not S.HALF_OPEN) == (not counts_as_isolated(state))
+
+
+# --- retrying a suppressed trip -------------------------------------------------------------
+
+
+def _suppressed_breaker() -> Breaker:
+    from receiver.domain.breaker import on_alert_fired
+
+    out = on_alert_fired(
+        Breaker(tenant_id="t"),
+        now=_T0,
+        policy=BreakerPolicy(),
+        isolated=2,
+        known_tenants=10,
+        max_isolated_percent=20,
+    )
+    assert out.suppressed
+    return out.breaker
+
+
+_T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_a_suppressed_trip_waits_for_room_then_trips():
+    from receiver.domain.breaker import awaiting_isolation, retry_suppressed
+
+    b = _suppressed_breaker()
+    assert awaiting_isolation(b)
+    still_full = retry_suppressed(
+        b, now=_T0, policy=BreakerPolicy(), isolated=2, known_tenants=10, max_isolated_percent=20
+    )
+    assert still_full.breaker == b and still_full.events == ()
+    room = retry_suppressed(
+        b, now=_T0, policy=BreakerPolicy(), isolated=1, known_tenants=10, max_isolated_percent=20
+    )
+    assert room.tripped and room.breaker.state is BreakerState.OPEN
+    assert room.breaker.trips == 1 and room.breaker.streak == 1
+    assert "guard has room" in room.events[-1].reason
+
+
+def test_retry_does_nothing_once_the_alert_resolved_or_for_other_states():
+    from receiver.domain.breaker import on_alert_resolved, retry_suppressed
+
+    policy = BreakerPolicy()
+    resolved = on_alert_resolved(
+        _suppressed_breaker(), now=_T0, policy=policy, still_firing=False
+    ).breaker
+    for b in (
+        resolved,
+        Breaker(tenant_id="t"),
+        Breaker(tenant_id="t", state=BreakerState.FORCED_CLOSED, alert_firing=True),
+    ):
+        out = retry_suppressed(
+            b, now=_T0, policy=policy, isolated=0, known_tenants=10, max_isolated_percent=20
+        )
+        assert out.events == () and out.breaker == b
