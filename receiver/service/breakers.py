@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, bindparam, func, select, update
+from sqlalchemy import Text, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -127,6 +127,30 @@ async def lock_breakers(session: AsyncSession, tenants: Sequence[str]) -> dict[s
     return {row["tenant_id"]: breaker_from_row(row) for row in rows.mappings()}
 
 
+# One statement for any number of changed breakers (a grouped delivery can trip hundreds):
+# SQLAlchemy caches it and psycopg prepares it, as audit.py does for audit rows.
+_UPDATE_BREAKERS = text(
+    """
+    UPDATE breakers AS b
+    SET state = v.state, opened_at = v.opened_at, trips = v.trips, streak = v.streak,
+        half_open_at = v.half_open_at, probe_successes = v.probe_successes,
+        probe_failures = v.probe_failures, alert_firing = v.alert_firing,
+        resolved_at = v.resolved_at, changed_at = v.changed_at,
+        next_check_at = v.next_check_at, version = b.version + 1, updated_at = now()
+    FROM unnest(
+        CAST(:tenant_id AS text[]), CAST(:state AS text[]), CAST(:opened_at AS timestamptz[]),
+        CAST(:trips AS int[]), CAST(:streak AS int[]), CAST(:half_open_at AS timestamptz[]),
+        CAST(:probe_successes AS int[]), CAST(:probe_failures AS int[]),
+        CAST(:alert_firing AS boolean[]), CAST(:resolved_at AS timestamptz[]),
+        CAST(:changed_at AS timestamptz[]), CAST(:next_check_at AS timestamptz[])
+    ) AS v(tenant_id, state, opened_at, trips, streak, half_open_at, probe_successes,
+           probe_failures, alert_firing, resolved_at, changed_at, next_check_at)
+    WHERE b.tenant_id = v.tenant_id
+    RETURNING b.tenant_id, b.version
+    """
+)
+
+
 async def save_changes(
     session: AsyncSession,
     changes: Sequence[BreakerChange],
@@ -135,7 +159,6 @@ async def save_changes(
     audit: AuditTrail,
     actor: str,
     now: datetime,
-    override: tuple[str, str] | None = None,
 ) -> None:
     """Write changed rows, their audit entries and one NOTIFY per breaker.
 
@@ -144,27 +167,20 @@ async def save_changes(
     every domain step starts with `advance`, so they lead the event list."""
     if not changes:
         return
-    rows = []
+    columns: dict[str, list[Any]] = {name: [] for name in (*_COLUMNS, "next_check_at")}
     for change in changes:
         b = change.breaker
-        row = breaker_to_json(b)
-        row["next_check_at"] = next_check_at(b, config=config, now=now)
-        row["updated_at"] = func.now()
-        if override is not None:
-            row["override_reason"], row["override_actor"] = override
-        rows.append(row)
+        for name in _COLUMNS:
+            columns[name].append(getattr(b, name))
+        columns["next_check_at"].append(next_check_at(b, config=config, now=now))
         timed = len(domain.advance(change.before, now=now, policy=config.breaker).events)
         for i, event in enumerate(change.events):
             _audit_event(audit, event, actor=SYSTEM if i < timed else actor, breaker=b)
-    for change, row in zip(changes, rows, strict=True):
-        tenant_id = row.pop("tenant_id")
-        result = await session.execute(
-            update(BreakerRow)
-            .where(BreakerRow.tenant_id == tenant_id)
-            .values(**row, version=BreakerRow.version + 1)
-            .returning(BreakerRow.version)
-        )
-        change.version = result.scalar_one()
+    columns["state"] = [state.value for state in columns["state"]]
+    result = await session.execute(_UPDATE_BREAKERS, columns)
+    versions = dict(result.tuples().all())
+    for change in changes:
+        change.version = versions[change.breaker.tenant_id]
     payloads = [notification_payload(Versioned(c.version, c.breaker)) for c in changes]
     # Delivered to every listener at commit, in commit order, and never if we roll back.
     notify = func.pg_notify(
@@ -346,15 +362,16 @@ async def override_breaker(
             **{"from": acted_on.state.value, "to": out.breaker.state.value},
         )
         change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
-        override = (reason, actor) if action is not OverrideAction.RELEASE else None
-        await save_changes(
-            session,
-            [change],
-            config=config,
-            audit=audit,
-            actor=actor,
-            override=override,
-            now=now,
+        await save_changes(session, [change], config=config, audit=audit, actor=actor, now=now)
+        # Who forced the breaker and why, for SQL readers; a release clears it.
+        forced = action is not OverrideAction.RELEASE
+        await session.execute(
+            update(BreakerRow)
+            .where(BreakerRow.tenant_id == tenant_id)
+            .values(
+                override_reason=reason if forced else None,
+                override_actor=actor if forced else None,
+            )
         )
         await incident_service.after_breaker_changes(
             session, changes=[change], config=config, now=now, audit=audit

@@ -412,6 +412,10 @@ class _Flow:
         Returns the priority and due time now."""
         session = self.session
         current = Priority(row.priority)
+        if current is Priority.P0 and row.ack_due_at <= row.opened_at + priorities.P0_SLA:
+            # Already as urgent and as tight as an incident gets: nothing a join can change,
+            # and a large incident's members need not be read again on every join.
+            return current, row.ack_due_at
         members = await _members(session, row.id)
         tiers = [m.tier for m in members]
         platform = await _has_platform_alert(session, row.id)
