@@ -46,6 +46,12 @@ class JsonAccessLogger(AbstractAccessLogger):
     """aiohttp's access log as JSON. Breaker reads are the hot path and are logged at
     DEBUG, so thousands of gateway reads a second do not drown the interesting lines."""
 
+    @property
+    def enabled(self) -> bool:
+        # aiohttp skips timing and calling log() altogether when this is False: with
+        # RECEIVER_LOG_LEVEL=WARNING the hot path pays nothing for access logs.
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         quiet = request.method == "GET" and (
             request.path.endswith("/breaker") or request.path in ("/healthz", "/metrics")

@@ -181,7 +181,7 @@ async def apply_alert_transitions(
         [a for a in fired if a.tenant_id and a.role is not AlertRole.PLATFORM]
     )
     await flow.tag_audit_rows()
-    recovering = {c.breaker.tenant_id for c in breaker_changes.changed}
+    recovering = _closed_tenants(breaker_changes.changed)
     recovering |= {a.tenant_id for a in resolved if a.tenant_id and a.role is AlertRole.ISOLATING}
     await flow.auto_resolve(
         tenants=recovering,
@@ -206,9 +206,16 @@ async def after_breaker_changes(
     flow = _Flow(session, config=config, now=now, audit=audit)
     await flow.open_or_join(_failures(changes), [])
     await flow.tag_audit_rows()
-    await flow.auto_resolve(tenants={c.breaker.tenant_id for c in changes}, platform_alerts=[])
+    await flow.auto_resolve(tenants=_closed_tenants(changes), platform_alerts=[])
     await flow.notify()
     return sorted(flow.touched)
+
+
+def _closed_tenants(changes: Iterable[BreakerChange]) -> set[str]:
+    """Tenants whose breaker is closed after these changes: only they can let an incident
+    resolve. (A trip never can, and checking the incident of every trip would read all of
+    a large incident's members on each one.)"""
+    return {c.breaker.tenant_id for c in changes if c.breaker.state in _CLOSED}
 
 
 def _failures(changes: Iterable[BreakerChange]) -> dict[str, str]:
