@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -96,15 +97,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _breaker_listener(app: web.Application) -> AsyncIterator[None]:
     listener = BreakerListener(app[SETTINGS].database_url, app[VIEW])
     app[LISTENER] = listener
-    task = asyncio.create_task(listener.run(), name="breaker-listener")
-    # Serve with a loaded view when the database is there; if it is not, start anyway
-    # (readyz says not ready) rather than crash-loop: the listener keeps trying.
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(listener.connected.wait(), timeout=10)
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _running(listener.run(), name="breaker-listener"):
+        # Serve with a loaded view when the database is there; if it is not, start anyway
+        # (readyz says not ready) rather than crash-loop: the listener keeps trying.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listener.connected.wait(), timeout=10)
+        yield
 
 
 async def _notifications(app: web.Application) -> AsyncIterator[None]:
@@ -140,65 +138,61 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
         ),
         poll_seconds=settings.outbox_poll_seconds,
     )
-    task = asyncio.create_task(worker.run_forever(), name="outbox-worker")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _running(worker.run_forever(), name="outbox-worker"):
+        yield
     await client.close()
 
 
-async def _sweeper(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(sweep_forever(app), name="breaker-sweeper")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+@contextlib.asynccontextmanager
+async def _running(job: Coroutine[Any, Any, None], *, name: str) -> AsyncIterator[None]:
+    """A background task for the life of the block, cancelled and awaited on the way out."""
+    task = asyncio.create_task(job, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
-async def sweep_forever(app: web.Application) -> None:
-    interval = app[SETTINGS].sweep_interval_seconds
+async def _every(seconds: float, what: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Run `step` every `seconds` for ever; a round that fails is logged and skipped (the
+    next one retries), so a database outage never kills the loop."""
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(seconds)
         try:
-            changed = await breaker_service.sweep(
-                sessions=app[SESSIONS], config=app[CONFIG], now=datetime.now(UTC)
-            )
+            await step()
         except ReceiverError as exc:
-            log.warning("breaker sweep skipped", extra={"error": exc.detail})
-            continue
+            log.warning("%s skipped", what, extra={"error": exc.detail})
         except Exception:
-            log.exception("breaker sweep failed")
-            continue
-        if changed:
-            app[VIEW].apply(changed)
-            for v in changed:
-                app[METRICS].transitions.labels(to=v.breaker.state.value).inc()
+            log.exception("%s failed", what)
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    async def sweep() -> None:
+        changed = await breaker_service.sweep(
+            sessions=app[SESSIONS], config=app[CONFIG], now=datetime.now(UTC)
+        )
+        app[VIEW].apply(changed)
+        for v in changed:
+            app[METRICS].transitions.labels(to=v.breaker.state.value).inc()
+
+    interval = app[SETTINGS].sweep_interval_seconds
+    async with _running(_every(interval, "breaker sweep", sweep), name="breaker-sweeper"):
+        yield
 
 
 async def _sla_checker(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(check_sla_forever(app), name="sla-checker")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def check_sla_forever(app: web.Application) -> None:
     """Flag incidents left unacknowledged past ack_due_at (every replica runs this; SKIP
     LOCKED keeps them from flagging one incident twice)."""
-    interval = app[SETTINGS].sla_check_interval_seconds
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            breached = await incident_service.check_sla_breaches(
-                sessions=app[SESSIONS], config=app[CONFIG], now=datetime.now(UTC)
-            )
-        except ReceiverError as exc:
-            log.warning("SLA check skipped", extra={"error": exc.detail})
-            continue
-        except Exception:
-            log.exception("SLA check failed")
-            continue
+
+    async def check() -> None:
+        breached = await incident_service.check_sla_breaches(
+            sessions=app[SESSIONS], config=app[CONFIG], now=datetime.now(UTC)
+        )
         if breached:
             log.info("incidents breached their SLA", extra={"incidents": breached})
+
+    interval = app[SETTINGS].sla_check_interval_seconds
+    async with _running(_every(interval, "SLA check", check), name="sla-checker"):
+        yield
