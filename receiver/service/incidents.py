@@ -254,6 +254,19 @@ class _Flow:
     audit: AuditTrail
     touched: set[str] = field(default_factory=set)
     events: list[_Event] = field(default_factory=list)
+    # tenant -> its unresolved incident (None: none), as read or changed in this flow:
+    # linking alerts and tagging audit rows ask the same question of the same tenants.
+    _membership: dict[str, str | None] = field(default_factory=dict)
+
+    async def memberships(self, tenants: Iterable[str]) -> dict[str, str]:
+        """The unresolved incident of each tenant that has one (unlocked read)."""
+        wanted = set(tenants)
+        missing = wanted - self._membership.keys()
+        if missing:
+            found = await _unresolved_memberships(self.session, missing, lock=False)
+            for tenant in missing:
+                self._membership[tenant] = found.get(tenant)
+        return {t: i for t in wanted if (i := self._membership[t]) is not None}
 
     # -- open / join / escalate ----------------------------------------------------------
 
@@ -268,6 +281,8 @@ class _Flow:
         # A tenant already part of an unresolved incident stays with it: a re-trip is
         # more of the same failure, not a new one.
         members = await _unresolved_memberships(session, failures, lock=True)
+        for tenant in failures:
+            self._membership[tenant] = members.get(tenant)
         newcomers = {t: c for t, c in sorted(failures.items()) if t not in members}
         for tenant in sorted(set(failures) - set(newcomers)):
             await self._link_firing(members[tenant], [tenant])
@@ -394,6 +409,8 @@ class _Flow:
             )
             .on_conflict_do_nothing()
         )
+        for tenant in newcomers:
+            self._membership[tenant] = incident_id
         joined = []
         for tenant, cause in newcomers.items():
             self.audit.add(
@@ -513,7 +530,7 @@ class _Flow:
         if not alerts:
             return
         tenants = {a.tenant_id for a in alerts if a.tenant_id}
-        members = await _unresolved_memberships(self.session, tenants, lock=False)
+        members = await self.memberships(tenants)
         by_incident: dict[str, list[tuple[str, datetime]]] = {}
         for a in alerts:
             if a.tenant_id in members:
@@ -531,7 +548,7 @@ class _Flow:
         }
         if not tenants:
             return
-        members = await _unresolved_memberships(self.session, tenants, lock=False)
+        members = await self.memberships(tenants)
         for row in self.audit.rows:
             if row["incident_id"] is None and row["action"] in _TAGGED_ACTIONS:
                 row["incident_id"] = members.get(row["tenant_id"])
@@ -566,6 +583,7 @@ class _Flow:
             ):
                 continue
             await _set_resolved(session, row.id, actor=SYSTEM, now=self.now)
+            self._membership.clear()
             self.audit.add(
                 "incident.resolved",
                 actor=SYSTEM,
