@@ -85,9 +85,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
-        sa.Column(
-            "occurred_at", TS, server_default=sa.func.clock_timestamp(), nullable=False
-        ),
+        sa.Column("occurred_at", TS, server_default=sa.func.clock_timestamp(), nullable=False),
         sa.Column("actor", sa.Text(), nullable=False),
         sa.Column("action", sa.Text(), nullable=False),
         sa.Column("tenant_id", sa.Text(), nullable=True),
@@ -101,9 +99,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
-    op.create_index(
-        "ix_audit_log_tenant_id_occurred_at", "audit_log", ["tenant_id", "occurred_at"]
-    )
+    op.create_index("ix_audit_log_tenant_id_occurred_at", "audit_log", ["tenant_id", "occurred_at"])
     op.create_index(
         "ix_audit_log_incident_id_occurred_at", "audit_log", ["incident_id", "occurred_at"]
     )
