@@ -330,11 +330,13 @@ def on_alert_fired(
 
 
 def awaiting_isolation(b: Breaker) -> bool:
-    """Closed while its isolating alert fires: a trip the guard suppressed.
+    """Closed while its isolating alert fires: a trip the guard suppressed, or a breaker
+    that healthy probes closed while the alert still says the tenant fails.
 
     Alertmanager will not send a *new* firing instance while the alert keeps firing, so
-    the receiver must retry the trip itself once the guard has room again, or a tenant
-    that is still broken after a shared failure ends would never be isolated."""
+    the receiver must retry the trip itself once the guard has room, or a tenant that is
+    still broken (after a shared failure eases, or at full traffic after passing a
+    trickle of probes) would never be isolated again."""
     return b.state is BreakerState.CLOSED and b.alert_firing
 
 
@@ -361,7 +363,7 @@ def retry_suppressed(
         timed,
         _trip(
             cur,
-            "isolating alert still firing and the mass-isolation guard has room again",
+            "isolating alert still firing; the mass-isolation guard has room to isolate it",
             now,
             streak=cur.streak + 1,
         ),

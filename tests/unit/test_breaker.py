@@ -1040,3 +1040,22 @@ def test_retry_does_nothing_once_the_alert_resolved_or_for_other_states():
             b, now=_T0, policy=policy, isolated=0, known_tenants=10, max_isolated_percent=20
         )
         assert out.events == () and out.breaker == b
+
+
+def test_a_breaker_closed_by_probes_while_its_alert_fires_awaits_isolation():
+    from receiver.domain.breaker import awaiting_isolation, on_outcomes
+
+    policy = BreakerPolicy(half_open_probes=2)
+    half_open = Breaker(
+        tenant_id="t",
+        state=BreakerState.HALF_OPEN,
+        opened_at=_T0,
+        half_open_at=_T0,
+        trips=1,
+        streak=1,
+        alert_firing=True,
+        changed_at=_T0,
+    )
+    closed = on_outcomes(half_open, success=2, failure=0, now=_T0, policy=policy).breaker
+    assert closed.state is BreakerState.CLOSED
+    assert awaiting_isolation(closed)
