@@ -301,6 +301,23 @@ async def apply_alert_transitions(
     return changes
 
 
+async def _record(
+    session: AsyncSession,
+    changes: Sequence[BreakerChange],
+    *,
+    config: ServiceConfig,
+    audit: AuditTrail,
+    actor: str,
+    now: datetime,
+) -> None:
+    """Outside a webhook: save the changes, let incidents follow, write the audit trail."""
+    await save_changes(session, changes, config=config, audit=audit, actor=actor, now=now)
+    await incident_service.after_breaker_changes(
+        session, changes=changes, config=config, now=now, audit=audit
+    )
+    await audit.flush(session)
+
+
 async def record_outcomes(
     *,
     sessions: async_sessionmaker[AsyncSession],
@@ -320,13 +337,10 @@ async def record_outcomes(
         )
         if out.breaker == before:
             return None
-        audit = AuditTrail()
         change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
-        await save_changes(session, [change], config=config, audit=audit, actor="gateway", now=now)
-        await incident_service.after_breaker_changes(
-            session, changes=[change], config=config, now=now, audit=audit
+        await _record(
+            session, [change], config=config, audit=AuditTrail(), actor="gateway", now=now
         )
-        await audit.flush(session)
         return Versioned(change.version, change.breaker)
 
     return await in_transaction(sessions, work, what="probe outcomes")
@@ -361,8 +375,6 @@ async def override_breaker(
             reason=reason,
             **{"from": acted_on.state.value, "to": out.breaker.state.value},
         )
-        change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
-        await save_changes(session, [change], config=config, audit=audit, actor=actor, now=now)
         # Who forced the breaker and why, for SQL readers; a release clears it.
         forced = action is not OverrideAction.RELEASE
         await session.execute(
@@ -373,10 +385,8 @@ async def override_breaker(
                 override_actor=actor if forced else None,
             )
         )
-        await incident_service.after_breaker_changes(
-            session, changes=[change], config=config, now=now, audit=audit
-        )
-        await audit.flush(session)
+        change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
+        await _record(session, [change], config=config, audit=audit, actor=actor, now=now)
         return Versioned(change.version, change.breaker)
 
     return await in_transaction(sessions, work, what="breaker override")
@@ -442,12 +452,7 @@ async def sweep(
         changes = [c for c in changes if c.events or c.breaker != c.before]
         if not changes:
             return []
-        audit = AuditTrail()
-        await save_changes(session, changes, config=config, audit=audit, actor=SYSTEM, now=now)
-        await incident_service.after_breaker_changes(
-            session, changes=changes, config=config, now=now, audit=audit
-        )
-        await audit.flush(session)
+        await _record(session, changes, config=config, audit=AuditTrail(), actor=SYSTEM, now=now)
         return [Versioned(c.version, c.breaker) for c in changes]
 
     return await in_transaction(sessions, work, what="breaker sweep")
