@@ -13,7 +13,12 @@ from sqlalchemy import exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.db.tables import Notification
-from receiver.domain.notification import Channel, IncidentMessage, channels_for
+from receiver.domain.notification import (
+    Channel,
+    IncidentMessage,
+    NotificationEvent,
+    channels_for,
+)
 from receiver.service.audit import SYSTEM, AuditTrail
 from receiver.service.transaction import in_transaction
 
@@ -24,11 +29,23 @@ async def enqueue(
     *,
     enabled: Collection[Channel] | None = None,
 ) -> list[Channel]:
-    """Queue `message` on the channels its priority and event route to.
+    """Queue `message` on the channels its priority and event route to, and, for a
+    follow-up (escalated, acknowledged, resolved, SLA breached), on every channel already
+    told about this incident: whoever heard "opened" hears how it ends, even after the
+    incident escalated to a priority that no longer routes to them (a P2 e-mailed, then
+    P1, which does not e-mail). A channel never told is not added: a P2 never pages.
 
     `enabled` limits it to the configured channels (None: all routed channels, which the
     worker then skips if unconfigured). Returns the channels queued."""
-    channels = sorted(channels_for(message.priority, message.event))
+    routed = set(channels_for(message.priority, message.event))
+    if message.event is not NotificationEvent.OPENED:
+        told = await session.scalars(
+            select(Notification.channel)
+            .where(Notification.incident_id == message.incident_id)
+            .distinct()
+        )
+        routed |= {Channel(c) for c in told}
+    channels = sorted(routed)
     if enabled is not None:
         channels = [c for c in channels if c in enabled]
     if channels:

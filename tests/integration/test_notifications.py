@@ -312,3 +312,29 @@ async def test_readyz_says_which_channels_are_on(receiver, app_client):
     bare = await app_client()
     body = await (await bare.get("/readyz")).json()
     assert body["notification_channels"] == []
+
+
+async def test_escalation_keeps_earlier_channels_informed(receiver, provider, mailbox):
+    """A P2 mails its opening; once a gold tenant joins it is P1, which pages and does not
+    mail, but the people mailed at the start still hear the escalation and the end."""
+    p, _ = provider
+    box, _ = mailbox
+    client = await receiver()
+    incident = await open_incident(client, "small", "bronze")
+    await eventually(lambda: len(p.slack) == 1 and len(box.messages) == 1)
+    assert p.pagerduty == []
+
+    await client.put("/v1/tenants/big", json={"tier": "gold"}, headers=API_HEADERS)
+    resp = await client.post("/v1/alertmanager", json=alert("big"), headers=WEBHOOK_HEADERS)
+    assert (await resp.json())["incidents"] == [incident]
+    await eventually(lambda: len(p.pagerduty) == 1 and len(box.messages) == 2)
+    assert p.pagerduty[0]["event_action"] == "trigger"
+    assert "escalated" in box.messages[1]["Subject"].lower()
+
+    resp = await client.post(
+        f"/v1/incidents/{incident}/resolve", json={"actor": "carol"}, headers=API_HEADERS
+    )
+    assert resp.status == 200
+    await eventually(lambda: len(p.pagerduty) == 2 and len(box.messages) == 3)
+    assert p.pagerduty[1]["event_action"] == "resolve"
+    assert "resolved" in box.messages[2]["Subject"].lower()
