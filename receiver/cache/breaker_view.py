@@ -20,7 +20,6 @@ class BreakerView:
         self._policy = policy
         self._rows: dict[str, Breaker] = {}
         self._versions: dict[str, int] = {}
-        self.loaded = False
         # Encoded answers of the HTTP layer, by tenant, each with the row it was made
         # from: valid while that very row object is the one stored.
         self.encoded: dict[str, tuple[Breaker, bytes]] = {}
@@ -30,7 +29,6 @@ class BreakerView:
         self._rows = {v.breaker.tenant_id: v.breaker for v in rows}
         self._versions = {v.breaker.tenant_id: v.version for v in rows}
         self.encoded = {}
-        self.loaded = True
 
     def apply(self, rows: Iterable[Versioned]) -> None:
         """Keep the newest copy of each row. This replica applies its own commits at once

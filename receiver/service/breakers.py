@@ -456,8 +456,3 @@ async def sweep(
         return [Versioned(c.version, c.breaker) for c in changes]
 
     return await in_transaction(sessions, work, what="breaker sweep")
-
-
-async def load_all(session: AsyncSession) -> list[Versioned]:
-    rows = await session.execute(select(BreakerRow.__table__))
-    return [Versioned(r["version"], breaker_from_row(r)) for r in rows.mappings()]

@@ -1067,13 +1067,13 @@ async def check_sla_breaches(
         ).all()
         if not rows:
             return []
+        await session.execute(
+            update(Incident)
+            .where(Incident.id.in_([row.id for row in rows]))
+            .values(sla_breached_at=now, updated_at=func.now())
+        )
         audit = AuditTrail()
         for row in rows:
-            await session.execute(
-                update(Incident)
-                .where(Incident.id == row.id)
-                .values(sla_breached_at=now, updated_at=func.now())
-            )
             audit.add(
                 "sla.breached",
                 actor=SYSTEM,
