@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from receiver.cache.breaker_view import BreakerView
 from receiver.cache.listener import BreakerListener
@@ -24,22 +23,23 @@ from receiver.domain.notification import Channel
 from receiver.errors import ReceiverError
 from receiver.http import analytics, breakers, incidents, ops, tenants, webhook
 from receiver.http.middlewares import auth_middleware, error_middleware
+from receiver.keys import (
+    CONFIG,
+    ENGINE,
+    HTTP_CLIENT,
+    LISTENER,
+    METRICS,
+    SENDERS,
+    SESSIONS,
+    SETTINGS,
+    VIEW,
+)
 from receiver.metrics import Metrics
 from receiver.service import breakers as breaker_service
 from receiver.service import incidents as incident_service
 from receiver.settings import Settings
 
 log = logging.getLogger(__name__)
-
-SETTINGS = web.AppKey("settings", Settings)
-CONFIG = web.AppKey("config", ServiceConfig)
-ENGINE = web.AppKey("engine", AsyncEngine)
-SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
-VIEW = web.AppKey("breaker_view", BreakerView)
-LISTENER = web.AppKey("breaker_listener", BreakerListener)
-METRICS = web.AppKey("metrics", Metrics)
-HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
-SENDERS = web.AppKey("senders", dict[Channel, Sender])
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from receiver import app as keys
+from receiver import keys
 from receiver.errors import InvalidInput
 from receiver.http.incidents import parse_query
 from receiver.http.parsing import json_response

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from receiver import app as keys
+from receiver import keys
 from receiver.domain import breaker as domain
 from receiver.domain.breaker import Breaker, BreakerPolicy, BreakerState, OverrideAction
 from receiver.errors import InvalidInput

@@ -8,7 +8,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from receiver import app as keys
+from receiver import keys
 from receiver.domain.incident import IncidentStatus
 from receiver.domain.tiers import Priority
 from receiver.http.parsing import json_response, read_model, validation_error

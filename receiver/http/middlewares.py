@@ -11,13 +11,32 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from receiver.errors import ReceiverError
-from receiver.http.parsing import InvalidPayload, json_response
+from receiver.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, ReceiverError
+from receiver.http.parsing import HttpError, InvalidPayload, json_response
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WEBHOOK_PATH = "/v1/alertmanager"
+
+
+# How each kind of service error is answered. 503 is the only transient answer:
+# Alertmanager retries 5xx and gives up at once on every 4xx.
+STATUS_OF: dict[type[ReceiverError], int] = {
+    InvalidInput: 400,
+    NotFound: 404,
+    Conflict: 409,
+    DatabaseUnavailable: 503,
+}
+
+
+def status_of(exc: ReceiverError) -> int:
+    if isinstance(exc, HttpError):
+        return exc.status
+    for kind in type(exc).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]  # type: ignore[index]
+    return 500
 
 
 def error_response(status: int, error: str, detail: str, **extra: object) -> web.Response:
@@ -30,13 +49,14 @@ def error_middleware(on_webhook_rejection: Callable[[str], None]) -> Middleware:
         try:
             return await handler(request)
         except ReceiverError as exc:
-            if request.path == WEBHOOK_PATH and exc.status < 500:
+            status = status_of(exc)
+            if request.path == WEBHOOK_PATH and status < 500:
                 on_webhook_rejection(exc.error)
             extra: dict[str, object] = {}
             if isinstance(exc, InvalidPayload):
                 extra["problems"] = exc.problems
-            response = error_response(exc.status, exc.error, exc.detail, **extra)
-            if exc.status == 503:
+            response = error_response(status, exc.error, exc.detail, **extra)
+            if status == 503:
                 response.headers["Retry-After"] = "5"
                 log.warning("answering 503", extra={"path": request.path, "detail": exc.detail})
             return response

@@ -6,8 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from receiver import app as keys
-from receiver import migrate
+from receiver import keys, migrate
 from receiver.http.parsing import json_response
 
 

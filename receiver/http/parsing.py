@@ -17,17 +17,23 @@ M = TypeVar("M", bound=BaseModel)
 _TENANT_ID: TypeAdapter[str] = TypeAdapter(TenantId)
 
 
-class UnsupportedMediaType(ReceiverError):
+class HttpError(ReceiverError):
+    """An error only the HTTP layer can raise, with its own status code."""
+
+    status = 400
+
+
+class UnsupportedMediaType(HttpError):
     status = 415
     error = "unsupported_media_type"
 
 
-class PayloadTooLarge(ReceiverError):
+class PayloadTooLarge(HttpError):
     status = 413
     error = "payload_too_large"
 
 
-class InvalidPayload(ReceiverError):
+class InvalidPayload(HttpError):
     """A body that parses as JSON but does not match the model: 422 with pydantic's
     location of each problem."""
 

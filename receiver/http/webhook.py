@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from receiver import app as keys
+from receiver import keys
 from receiver.http.parsing import json_response, parse_model, read_json_body
 from receiver.http.schemas import WebhookPayload, WebhookSummary
 from receiver.service.ingest import WebhookDelivery, ingest_webhook
