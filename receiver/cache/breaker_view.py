@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from receiver.db.breakers import Versioned
 from receiver.domain import breaker as domain
 from receiver.domain.breaker import Breaker, BreakerPolicy, BreakerState
-from receiver.service.breakers import Versioned
 
 
 class BreakerView:

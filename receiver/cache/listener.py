@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from sqlalchemy.engine import make_url
 
 from receiver.cache.breaker_view import BreakerView
-from receiver.service.breakers import (
+from receiver.db.breakers import (
     NOTIFY_CHANNEL,
     Versioned,
     breaker_from_row,

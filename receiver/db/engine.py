@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from receiver.db import json
 from receiver.settings import Settings
 
 
@@ -19,13 +19,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=5,
         connect_args={"connect_timeout": 3},
         # orjson writes datetimes as RFC 3339 strings, which audit details carry.
-        json_serializer=_json_dumps,
-        json_deserializer=orjson.loads,
+        json_serializer=json.dumps,
+        json_deserializer=json.loads,
     )
-
-
-def _json_dumps(value: object) -> str:
-    return orjson.dumps(value, default=str).decode()
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]

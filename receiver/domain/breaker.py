@@ -13,7 +13,8 @@ applied to the breaker as it really is at `now`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -447,3 +448,27 @@ def override(
     if cur.state is target:
         return timed
     return _then(timed, _move(cur, cur, target, text, now))
+
+
+# --- what one unit of work changed ------------------------------------------------
+
+
+@dataclass
+class BreakerChange:
+    before: Breaker
+    breaker: Breaker
+    events: tuple[Event, ...]
+    version: int = 0  # set when saved
+
+
+@dataclass
+class BreakerChanges:
+    changed: list[BreakerChange] = field(default_factory=list)
+
+    @property
+    def transition_count(self) -> int:
+        return sum(isinstance(e, Transition) for c in self.changed for e in c.events)
+
+    def events(self) -> Iterable[Event]:
+        for change in self.changed:
+            yield from change.events

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from receiver.db import json
 from receiver.errors import InvalidInput, ReceiverError
 from receiver.http.schemas import TenantId
 
@@ -45,20 +44,11 @@ class InvalidPayload(HttpError):
         self.problems = problems
 
 
-def dumps(value: Any) -> str:
-    return orjson.dumps(value, default=_default).decode()
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+dumps = json.dumps
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data, default=_default), status=status, content_type="application/json"
-    )
+    return web.Response(body=json.dumps_bytes(data), status=status, content_type="application/json")
 
 
 async def read_json_body(request: web.Request, *, max_bytes: int) -> bytes:

@@ -14,8 +14,8 @@ from sqlalchemy import Float, cast, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.db.tables import AuditLog, Incident, Postmortem
+from receiver.db.transaction import in_transaction
 from receiver.domain.tiers import Priority
-from receiver.service.transaction import in_transaction
 
 _FORCED = ("forced_open", "forced_closed")
 

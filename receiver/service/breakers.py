@@ -8,103 +8,46 @@ and announced with NOTIFY so that every replica's in-memory view follows on comm
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import Text, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.config import ServiceConfig
+from receiver.db.audit import ALERTMANAGER, SYSTEM, AuditTrail
+from receiver.db.breakers import (
+    COLUMNS,
+    NOTIFY_CHANNEL,
+    Versioned,
+    breaker_from_row,
+    notification_payload,
+)
 from receiver.db.tables import Alert, Tenant
 from receiver.db.tables import Breaker as BreakerRow
+from receiver.db.transaction import in_transaction
 from receiver.domain import breaker as domain
 from receiver.domain.alerts import AlertInstance, AlertRole
-from receiver.domain.breaker import Breaker, BreakerState, OverrideAction, Suppressed, Transition
+from receiver.domain.breaker import (
+    Breaker,
+    BreakerChange,
+    BreakerChanges,
+    BreakerState,
+    OverrideAction,
+    Suppressed,
+    Transition,
+)
 from receiver.errors import Conflict
 from receiver.service import incidents as incident_service
-from receiver.service.audit import ALERTMANAGER, SYSTEM, AuditTrail
-from receiver.service.transaction import in_transaction
 
-NOTIFY_CHANNEL = "receiver_breakers"
 # Same key as ingest's: trips are decided one at a time across the platform.
 GUARD_LOCK = 7262022
 # How often a suppressed trip is retried while its alert keeps firing.
 SUPPRESSED_RETRY = timedelta(seconds=5)
 _ISOLATED_STATES = [s.value for s in BreakerState if domain.counts_as_isolated(s)]
-_COLUMNS = (
-    "tenant_id",
-    "state",
-    "opened_at",
-    "trips",
-    "streak",
-    "half_open_at",
-    "probe_successes",
-    "probe_failures",
-    "alert_firing",
-    "resolved_at",
-    "changed_at",
-)
-
-
-@dataclass(frozen=True)
-class Versioned:
-    """A breaker row as stored, with its version: what replicas' views hold."""
-
-    version: int
-    breaker: Breaker
-
-
-@dataclass
-class BreakerChange:
-    before: Breaker
-    breaker: Breaker
-    events: tuple[domain.Event, ...]
-    version: int = 0  # set when saved
-
-
-@dataclass
-class BreakerChanges:
-    changed: list[BreakerChange] = field(default_factory=list)
-
-    @property
-    def transition_count(self) -> int:
-        return sum(isinstance(e, Transition) for c in self.changed for e in c.events)
-
-    def events(self) -> Iterable[domain.Event]:
-        for change in self.changed:
-            yield from change.events
-
-
-# --- rows <-> domain -----------------------------------------------------------------
-
-
-def breaker_from_row(row: Mapping[Any, Any]) -> Breaker:
-    values = {name: row[name] for name in _COLUMNS}
-    values["state"] = BreakerState(values["state"])
-    return Breaker(**values)
-
-
-def breaker_to_json(b: Breaker) -> dict[str, Any]:
-    return {name: getattr(b, name) for name in _COLUMNS}
-
-
-def notification_payload(v: Versioned) -> str:
-    return orjson.dumps({"version": v.version, **breaker_to_json(v.breaker)}).decode()
-
-
-def versioned_from_notification(payload: str | bytes) -> Versioned:
-    data = orjson.loads(payload)
-    values = {name: data.get(name) for name in _COLUMNS}
-    for name in ("opened_at", "half_open_at", "resolved_at", "changed_at"):
-        if values[name] is not None:
-            values[name] = datetime.fromisoformat(values[name])
-    values["state"] = BreakerState(values["state"])
-    return Versioned(version=int(data["version"]), breaker=Breaker(**values))
 
 
 # --- shared steps ----------------------------------------------------------------------
@@ -167,10 +110,10 @@ async def save_changes(
     every domain step starts with `advance`, so they lead the event list."""
     if not changes:
         return
-    columns: dict[str, list[Any]] = {name: [] for name in (*_COLUMNS, "next_check_at")}
+    columns: dict[str, list[Any]] = {name: [] for name in (*COLUMNS, "next_check_at")}
     for change in changes:
         b = change.breaker
-        for name in _COLUMNS:
+        for name in COLUMNS:
             columns[name].append(getattr(b, name))
         columns["next_check_at"].append(next_check_at(b, config=config, now=now))
         timed = len(domain.advance(change.before, now=now, policy=config.breaker).events)

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.config import ServiceConfig
+from receiver.db.audit import SYSTEM, AuditTrail
 from receiver.db.tables import (
     Alert,
     AuditLog,
@@ -39,6 +40,7 @@ from receiver.db.tables import (
     IncidentTenant,
     Tenant,
 )
+from receiver.db.transaction import in_transaction
 from receiver.domain import incident as domain
 from receiver.domain import priority as priorities
 from receiver.domain.alerts import AlertInstance, AlertRole
@@ -48,11 +50,9 @@ from receiver.domain.notification import IncidentMessage, NotificationEvent, Ten
 from receiver.domain.tiers import Priority, Tier
 from receiver.errors import Conflict, NotFound
 from receiver.service import outbox
-from receiver.service.audit import SYSTEM, AuditTrail
-from receiver.service.transaction import in_transaction
 
 if TYPE_CHECKING:
-    from receiver.service.breakers import BreakerChange, BreakerChanges
+    from receiver.domain.breaker import BreakerChange, BreakerChanges
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.config import ServiceConfig
+from receiver.db.audit import ALERTMANAGER, AuditTrail
+from receiver.db.breakers import Versioned
+from receiver.db.transaction import in_transaction
 from receiver.domain.alerts import AlertInstance, AlertRole, AlertStatus, collapse_copies
 from receiver.service import breakers as breaker_service
 from receiver.service import incidents as incident_service
-from receiver.service.audit import ALERTMANAGER, AuditTrail
-from receiver.service.transaction import in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class IngestResult:
     duplicates: int
     stale: int
     truncated: int
-    breakers: tuple[breaker_service.Versioned, ...] = ()
+    breakers: tuple[Versioned, ...] = ()
     transitions: int = 0
     incidents: tuple[str, ...] = field(default_factory=tuple)
 
@@ -235,9 +236,7 @@ async def _ingest(
         duplicates=duplicates,
         stale=len(stale),
         truncated=delivery.truncated_alerts,
-        breakers=tuple(
-            breaker_service.Versioned(c.version, c.breaker) for c in breaker_changes.changed
-        ),
+        breakers=tuple(Versioned(c.version, c.breaker) for c in breaker_changes.changed),
         transitions=breaker_changes.transition_count,
         incidents=tuple(incident_ids),
     )

@@ -12,15 +12,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from receiver.db.audit import SYSTEM, AuditTrail
 from receiver.db.tables import Notification
+from receiver.db.transaction import in_transaction
 from receiver.domain.notification import (
     Channel,
     IncidentMessage,
     NotificationEvent,
     channels_for,
 )
-from receiver.service.audit import SYSTEM, AuditTrail
-from receiver.service.transaction import in_transaction
 
 
 async def enqueue(

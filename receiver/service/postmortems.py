@@ -12,7 +12,9 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from receiver.db.audit import AuditTrail
 from receiver.db.tables import ActionItemRow, Postmortem
+from receiver.db.transaction import in_transaction
 from receiver.domain import incident as domain
 from receiver.domain.incident import ActionItem
 from receiver.domain.postmortem import (
@@ -24,8 +26,6 @@ from receiver.domain.postmortem import (
 from receiver.domain.tiers import Priority
 from receiver.errors import InvalidInput
 from receiver.service import incidents as incident_service
-from receiver.service.audit import AuditTrail
-from receiver.service.transaction import in_transaction
 
 
 async def stored(session: AsyncSession, incident_id: str) -> dict[str, Any] | None:

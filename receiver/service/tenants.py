@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from receiver.db.audit import AuditTrail
 from receiver.db.tables import Tenant
+from receiver.db.transaction import in_transaction
 from receiver.errors import NotFound
-from receiver.service.audit import AuditTrail
-from receiver.service.transaction import in_transaction
 
 
 @dataclass(frozen=True)

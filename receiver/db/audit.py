@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from receiver.db.json import dumps
 
 SYSTEM = "system"
 ALERTMANAGER = "alertmanager"
@@ -27,11 +28,6 @@ _INSERT = text(
     ) AS r(actor, action, tenant_id, incident_id, delivery_id, details)
     """
 )
-
-
-def _json(value: object) -> str:
-    # As the engine's JSON serialiser: datetimes as RFC 3339, anything else as str().
-    return orjson.dumps(value, default=str).decode()
 
 
 @dataclass
@@ -73,7 +69,7 @@ class AuditTrail:
                     "tenant_id": [r["tenant_id"] for r in rows],
                     "incident_id": [r["incident_id"] for r in rows],
                     "delivery_id": [r["delivery_id"] for r in rows],
-                    "details": [_json(r["details"]) for r in rows],
+                    "details": [dumps(r["details"]) for r in rows],
                 },
             )
             self.rows = []
