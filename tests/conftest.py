@@ -22,9 +22,7 @@ from sqlalchemy.engine import make_url
 from receiver import embedded_pg, migrate
 from receiver.settings import Settings
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "alertmanager-0.25"
-if not FIXTURES.exists():  # a checkout laid out differently: ../shared beside the repo
-    FIXTURES = Path(__file__).resolve().parents[1].parent / "shared/fixtures/alertmanager-0.25"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "alertmanager-0.25"
 
 WEBHOOK_TOKEN = "test-webhook-token"
 API_TOKEN = "test-api-token"
