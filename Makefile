@@ -43,8 +43,7 @@ stop-localpg:
 
 # The whole suite against a real PostgreSQL (a private cluster per run), with promtool,
 # amtool and the end-to-end test on real Prometheus and Alertmanager binaries.
-test: $(STAMP) system-deps
-	$(VENV)/bin/ruff check .
+test: $(STAMP) system-deps lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -53,9 +52,12 @@ unit: $(STAMP)
 e2e: $(STAMP) system-deps
 	$(VENV)/bin/pytest -m e2e -s -v
 
+# Style, the architecture's import rules (pyproject [tool.importlinter]) and types (strict
+# on domain/ and service/).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy receiver
 
 bench: $(STAMP)
