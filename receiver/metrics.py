@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from receiver.cache.breaker_view import BreakerView
-from receiver.domain.breaker import BreakerState
+from receiver.domain.breaker import BreakerState, counts_as_isolated
 
 
 class BreakerCollector(Collector):
@@ -40,11 +40,7 @@ class BreakerCollector(Collector):
             for s in BreakerState:
                 state.add_metric([b.tenant_id, s.value], 1.0 if b.state is s else 0.0)
             trips.add_metric([b.tenant_id], float(b.trips))
-            count += b.state in (
-                BreakerState.OPEN,
-                BreakerState.HALF_OPEN,
-                BreakerState.FORCED_OPEN,
-            )
+            count += counts_as_isolated(b.state)
         isolated.add_metric([], float(count))
         yield state
         yield trips

@@ -12,18 +12,13 @@ import asyncio
 import logging
 import os
 import random
+from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from sqlalchemy.engine import make_url
 
 from receiver.cache.breaker_view import BreakerView
-from receiver.db.breakers import (
-    NOTIFY_CHANNEL,
-    Versioned,
-    breaker_from_row,
-    versioned_from_notification,
-)
+from receiver.db import breakers as breaker_rows
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +54,7 @@ class BreakerListener:
                     connect_timeout=3,
                     application_name=f"{APPLICATION_NAME} pid={os.getpid()}",
                 ) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await breaker_rows.listen(conn)
                     await self._reload(conn)
                     self.connected.set()
                     self.last_error = None
@@ -80,20 +75,17 @@ class BreakerListener:
                 await asyncio.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 5.0)
 
-    async def _reload(self, conn: psycopg.AsyncConnection) -> None:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT * FROM breakers")
-            rows = await cur.fetchall()
-        self._view.replace_all(Versioned(r["version"], breaker_from_row(r)) for r in rows)
+    async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._view.replace_all(await breaker_rows.load_all(conn))
         self.reloads += 1
 
-    async def _consume(self, conn: psycopg.AsyncConnection) -> None:
+    async def _consume(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:
             async for notify in conn.notifies(timeout=HEARTBEAT_SECONDS):
                 try:
-                    self._view.apply([versioned_from_notification(notify.payload)])
+                    self._view.apply([breaker_rows.versioned_from_notification(notify.payload)])
                 except (ValueError, KeyError) as exc:
                     log.error(
                         "ignoring a malformed breaker notification", extra={"error": str(exc)}
                     )
-            await conn.execute("SELECT 1")
+            await breaker_rows.ping(conn)

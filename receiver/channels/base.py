@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 
@@ -155,3 +155,48 @@ async def read_excerpt(resp: aiohttp.ClientResponse, *, secrets: Iterable[str] =
     except (aiohttp.ClientError, TimeoutError):
         return ""
     return excerpt(raw.decode("utf-8", errors="replace"), secrets=secrets)
+
+
+async def post_json(
+    session: aiohttp.ClientSession,
+    channel: Channel,
+    url: str,
+    body: Any,
+    *,
+    what: str,
+    time_limit: float,
+    secrets: Iterable[str] = (),
+    headers: Mapping[str, str] | None = None,
+    accepted: Callable[[aiohttp.ClientResponse], Awaitable[str]],
+) -> str:
+    """POST `body` as JSON (no redirects) and return `accepted(response)` for a 2xx.
+
+    Any other status raises a DeliveryError naming it and `what` was sent, with an
+    excerpt of the answer, retryable as `is_retryable_http_status` says and then with
+    the provider's Retry-After; a timeout (after `time_limit` seconds in all) or a
+    connection error raises `transport_error`'s. `secrets` are masked in every excerpt."""
+    secrets = tuple(secrets)
+    try:
+        async with session.post(
+            url,
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=time_limit),
+            allow_redirects=False,
+        ) as resp:
+            if 200 <= resp.status < 300:
+                return await accepted(resp)
+            detail = await read_excerpt(resp, secrets=secrets)
+            retryable = is_retryable_http_status(resp.status)
+            raise DeliveryError(
+                channel,
+                f"HTTP {resp.status} for {what}",
+                retryable=retryable,
+                status=resp.status,
+                detail=detail,
+                retry_after=parse_retry_after(resp.headers.get("Retry-After"))
+                if retryable
+                else None,
+            )
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise transport_error(channel, exc, timeout=time_limit) from exc

@@ -11,14 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from receiver.channels.base import (
-    DeliveryError,
-    is_retryable_http_status,
-    parse_retry_after,
-    read_excerpt,
-    transport_error,
-    unrenderable,
-)
+from receiver.channels.base import post_json, unrenderable
 from receiver.domain.notification import (
     SOURCE,
     Channel,
@@ -171,29 +164,21 @@ class PagerDutySender:
             body = render_event(msg, routing_key=self._routing_key)
         except (ValueError, KeyError) as exc:
             raise unrenderable(self.channel, exc) from exc
-        secrets = (self._routing_key,)
-        try:
-            async with self._session.post(
-                self._events_url,
-                json=body,
-                headers={"Accept": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                allow_redirects=False,
-            ) as resp:
-                if 200 <= resp.status < 300:
-                    return await self._dedup_key(resp, fallback=msg.incident_id)
-                detail = await read_excerpt(resp, secrets=secrets)
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                raise DeliveryError(
-                    self.channel,
-                    f"HTTP {resp.status} for {body['event_action']} {msg.incident_id}",
-                    retryable=is_retryable_http_status(resp.status),
-                    status=resp.status,
-                    detail=detail,
-                    retry_after=retry_after if is_retryable_http_status(resp.status) else None,
-                )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise transport_error(self.channel, exc, timeout=self._timeout) from exc
+
+        async def accepted(resp: aiohttp.ClientResponse) -> str:
+            return await self._dedup_key(resp, fallback=msg.incident_id)
+
+        return await post_json(
+            self._session,
+            self.channel,
+            self._events_url,
+            body,
+            what=f"{body['event_action']} {msg.incident_id}",
+            time_limit=self._timeout,
+            secrets=(self._routing_key,),
+            headers={"Accept": "application/json"},
+            accepted=accepted,
+        )
 
     @staticmethod
     async def _dedup_key(resp: aiohttp.ClientResponse, *, fallback: str) -> str:

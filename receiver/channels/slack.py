@@ -10,15 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from receiver.channels.base import (
-    DeliveryError,
-    excerpt,
-    is_retryable_http_status,
-    parse_retry_after,
-    read_excerpt,
-    transport_error,
-    unrenderable,
-)
+from receiver.channels.base import excerpt, post_json, read_excerpt, unrenderable
 from receiver.domain.notification import (
     SOURCE,
     Channel,
@@ -198,24 +190,17 @@ class SlackSender:
         except (ValueError, KeyError) as exc:
             raise unrenderable(self.channel, exc) from exc
         secrets = (self._webhook_url,)
-        try:
-            async with self._session.post(
-                self._webhook_url,
-                json=payload,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                allow_redirects=False,
-            ) as resp:
-                body = await read_excerpt(resp, secrets=secrets)
-                if 200 <= resp.status < 300:
-                    return excerpt(body, limit=64) or "ok"
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                raise DeliveryError(
-                    self.channel,
-                    f"HTTP {resp.status} for {msg.event.value} {msg.incident_id}",
-                    retryable=is_retryable_http_status(resp.status),
-                    status=resp.status,
-                    detail=body,
-                    retry_after=retry_after if is_retryable_http_status(resp.status) else None,
-                )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise transport_error(self.channel, exc, timeout=self._timeout) from exc
+
+        async def accepted(resp: aiohttp.ClientResponse) -> str:
+            return excerpt(await read_excerpt(resp, secrets=secrets), limit=64) or "ok"
+
+        return await post_json(
+            self._session,
+            self.channel,
+            self._webhook_url,
+            payload,
+            what=f"{msg.event.value} {msg.incident_id}",
+            time_limit=self._timeout,
+            secrets=secrets,
+            accepted=accepted,
+        )

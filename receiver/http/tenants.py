@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from receiver import keys
-from receiver.http.breakers import breaker_json
+from receiver.http.breaker_json import breaker_json
 from receiver.http.parsing import TENANT, json_response, read_model, tenant_id_from
 from receiver.http.schemas import TenantIn
 from receiver.service import incidents as incident_service

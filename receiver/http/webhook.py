@@ -9,7 +9,8 @@ from aiohttp import web
 from receiver import keys
 from receiver.http.parsing import json_response, parse_model, read_json_body
 from receiver.http.schemas import WebhookPayload, WebhookSummary
-from receiver.service.ingest import WebhookDelivery, ingest_webhook
+from receiver.metrics import Metrics
+from receiver.service.ingest import IngestResult, WebhookDelivery, ingest_webhook
 
 
 async def alertmanager_webhook(request: web.Request) -> web.Response:
@@ -19,27 +20,39 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         body = await read_json_body(request, max_bytes=app[keys.SETTINGS].max_body_bytes)
         payload = parse_model(WebhookPayload, body)
         config = app[keys.CONFIG]
-        delivery = WebhookDelivery(
-            receiver=payload.receiver,
-            status=payload.status.value,
-            group_key=payload.groupKey,
-            group_labels=payload.groupLabels,
-            external_url=payload.externalURL,
-            truncated_alerts=payload.truncatedAlerts,
-            alerts=payload.instances(tenant_label=config.tenant_label),
-        )
+        delivery = _delivery(payload, tenant_label=config.tenant_label)
         result = await ingest_webhook(
             sessions=app[keys.SESSIONS], delivery=delivery, config=config, now=datetime.now(UTC)
         )
         # Read your writes: this replica answers gateways with the new state at once.
         app[keys.VIEW].apply(result.breakers)
+    _count(metrics, delivery, result)
+    return json_response(_summary(result).model_dump(mode="json"))
+
+
+def _delivery(payload: WebhookPayload, *, tenant_label: str) -> WebhookDelivery:
+    return WebhookDelivery(
+        receiver=payload.receiver,
+        status=payload.status.value,
+        group_key=payload.groupKey,
+        group_labels=payload.groupLabels,
+        external_url=payload.externalURL,
+        truncated_alerts=payload.truncatedAlerts,
+        alerts=payload.instances(tenant_label=tenant_label),
+    )
+
+
+def _count(metrics: Metrics, delivery: WebhookDelivery, result: IngestResult) -> None:
     metrics.deliveries.labels(status=delivery.status).inc()
     metrics.alerts.labels(result="new").inc(result.new)
     metrics.alerts.labels(result="changed").inc(result.changed)
     metrics.alerts.labels(result="duplicate").inc(result.duplicates)
     for v in result.breakers:
         metrics.transitions.labels(to=v.breaker.state.value).inc()
-    summary = WebhookSummary(
+
+
+def _summary(result: IngestResult) -> WebhookSummary:
+    return WebhookSummary(
         delivery_id=result.delivery_id,
         alerts=result.alerts,
         new=result.new,
@@ -49,7 +62,6 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         breaker_transitions=result.transitions,
         incidents=list(result.incidents),
     )
-    return json_response(summary.model_dump())
 
 
 def add_routes(app: web.Application) -> None:

@@ -10,24 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Text, bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.config import ServiceConfig
+from receiver.db import breakers as breaker_rows
 from receiver.db.audit import ALERTMANAGER, SYSTEM, AuditTrail
-from receiver.db.breakers import (
-    COLUMNS,
-    NOTIFY_CHANNEL,
-    Versioned,
-    breaker_from_row,
-    notification_payload,
-)
-from receiver.db.tables import Alert, Tenant
-from receiver.db.tables import Breaker as BreakerRow
+from receiver.db.breakers import Versioned
 from receiver.db.transaction import in_transaction
 from receiver.domain import breaker as domain
 from receiver.domain.alerts import AlertInstance, AlertRole
@@ -35,7 +24,6 @@ from receiver.domain.breaker import (
     Breaker,
     BreakerChange,
     BreakerChanges,
-    BreakerState,
     OverrideAction,
     Suppressed,
     Transition,
@@ -43,55 +31,11 @@ from receiver.domain.breaker import (
 from receiver.errors import Conflict
 from receiver.service import incidents as incident_service
 
-# Same key as ingest's: trips are decided one at a time across the platform.
-GUARD_LOCK = 7262022
 # How often a suppressed trip is retried while its alert keeps firing.
 SUPPRESSED_RETRY = timedelta(seconds=5)
-_ISOLATED_STATES = [s.value for s in BreakerState if domain.counts_as_isolated(s)]
 
 
 # --- shared steps ----------------------------------------------------------------------
-
-
-async def lock_breakers(session: AsyncSession, tenants: Sequence[str]) -> dict[str, Breaker]:
-    """Create missing rows and lock all of them, in tenant order (no deadlocks)."""
-    ordered = sorted(set(tenants))
-    await session.execute(
-        pg_insert(BreakerRow)
-        .values([{"tenant_id": t} for t in ordered])
-        .on_conflict_do_nothing(index_elements=[BreakerRow.tenant_id])
-    )
-    rows = await session.execute(
-        select(BreakerRow.__table__)
-        .where(BreakerRow.tenant_id.in_(ordered))
-        .order_by(BreakerRow.tenant_id)
-        .with_for_update()
-    )
-    return {row["tenant_id"]: breaker_from_row(row) for row in rows.mappings()}
-
-
-# One statement for any number of changed breakers (a grouped delivery can trip hundreds):
-# SQLAlchemy caches it and psycopg prepares it, as audit.py does for audit rows.
-_UPDATE_BREAKERS = text(
-    """
-    UPDATE breakers AS b
-    SET state = v.state, opened_at = v.opened_at, trips = v.trips, streak = v.streak,
-        half_open_at = v.half_open_at, probe_successes = v.probe_successes,
-        probe_failures = v.probe_failures, alert_firing = v.alert_firing,
-        resolved_at = v.resolved_at, changed_at = v.changed_at,
-        next_check_at = v.next_check_at, version = b.version + 1, updated_at = now()
-    FROM unnest(
-        CAST(:tenant_id AS text[]), CAST(:state AS text[]), CAST(:opened_at AS timestamptz[]),
-        CAST(:trips AS int[]), CAST(:streak AS int[]), CAST(:half_open_at AS timestamptz[]),
-        CAST(:probe_successes AS int[]), CAST(:probe_failures AS int[]),
-        CAST(:alert_firing AS boolean[]), CAST(:resolved_at AS timestamptz[]),
-        CAST(:changed_at AS timestamptz[]), CAST(:next_check_at AS timestamptz[])
-    ) AS v(tenant_id, state, opened_at, trips, streak, half_open_at, probe_successes,
-           probe_failures, alert_firing, resolved_at, changed_at, next_check_at)
-    WHERE b.tenant_id = v.tenant_id
-    RETURNING b.tenant_id, b.version
-    """
-)
 
 
 async def save_changes(
@@ -110,26 +54,15 @@ async def save_changes(
     every domain step starts with `advance`, so they lead the event list."""
     if not changes:
         return
-    columns: dict[str, list[Any]] = {name: [] for name in (*COLUMNS, "next_check_at")}
     for change in changes:
-        b = change.breaker
-        for name in COLUMNS:
-            columns[name].append(getattr(b, name))
-        columns["next_check_at"].append(next_check_at(b, config=config, now=now))
         timed = len(domain.advance(change.before, now=now, policy=config.breaker).events)
         for i, event in enumerate(change.events):
-            _audit_event(audit, event, actor=SYSTEM if i < timed else actor, breaker=b)
-    columns["state"] = [state.value for state in columns["state"]]
-    result = await session.execute(_UPDATE_BREAKERS, columns)
-    versions = dict(result.tuples().all())
-    for change in changes:
-        change.version = versions[change.breaker.tenant_id]
-    payloads = [notification_payload(Versioned(c.version, c.breaker)) for c in changes]
-    # Delivered to every listener at commit, in commit order, and never if we roll back.
-    notify = func.pg_notify(
-        NOTIFY_CHANNEL, func.unnest(bindparam("payloads", payloads, type_=ARRAY(Text)))
+            _audit_event(audit, event, actor=SYSTEM if i < timed else actor, breaker=change.breaker)
+    saved = await breaker_rows.save_breakers(
+        session, [(c.breaker, next_check_at(c.breaker, config=config, now=now)) for c in changes]
     )
-    await session.execute(select(notify))
+    for change, v in zip(changes, saved, strict=True):
+        change.version = v.version
 
 
 def next_check_at(b: Breaker, *, config: ServiceConfig, now: datetime) -> datetime | None:
@@ -164,26 +97,6 @@ def _audit_event(audit: AuditTrail, event: domain.Event, *, actor: str, breaker:
         )
 
 
-async def _guard_inputs(session: AsyncSession, exclude: Sequence[str]) -> tuple[int, int]:
-    """(tenants isolated other than `exclude`, known tenants)."""
-    isolated = await session.scalar(
-        select(func.count())
-        .select_from(BreakerRow)
-        .where(BreakerRow.state.in_(_ISOLATED_STATES), BreakerRow.tenant_id.not_in(exclude))
-    )
-    known = await session.scalar(select(func.count()).select_from(Tenant))
-    return int(isolated or 0), int(known or 0)
-
-
-async def _firing_isolating_tenants(session: AsyncSession, tenants: Sequence[str]) -> set[str]:
-    rows = await session.execute(
-        select(Alert.tenant_id)
-        .where(Alert.status == "firing", Alert.isolating, Alert.tenant_id.in_(tenants))
-        .distinct()
-    )
-    return {t for (t,) in rows.tuples() if t is not None}
-
-
 # --- use cases -------------------------------------------------------------------------
 
 
@@ -210,9 +123,11 @@ async def apply_alert_transitions(
     if not tenants:
         return BreakerChanges()
 
-    current = await lock_breakers(session, tenants)
-    still_firing = await _firing_isolating_tenants(session, tenants)
-    isolated_elsewhere, known = await _guard_inputs(session, tenants) if fired_by_tenant else (0, 0)
+    current = await breaker_rows.lock_breakers(session, tenants)
+    still_firing = await breaker_rows.firing_isolating_tenants(session, tenants)
+    isolated_elsewhere, known = (
+        await breaker_rows.guard_counts(session, tenants) if fired_by_tenant else (0, 0)
+    )
     changes = BreakerChanges()
     for tenant in tenants:
         before = b = current[tenant]
@@ -274,7 +189,7 @@ async def record_outcomes(
     nothing changed."""
 
     async def work(session: AsyncSession) -> Versioned | None:
-        before = (await lock_breakers(session, [tenant_id]))[tenant_id]
+        before = (await breaker_rows.lock_breakers(session, [tenant_id]))[tenant_id]
         out = domain.on_outcomes(
             before, success=success, failure=failure, now=now, policy=config.breaker
         )
@@ -300,7 +215,7 @@ async def override_breaker(
     now: datetime,
 ) -> Versioned:
     async def work(session: AsyncSession) -> Versioned:
-        before = (await lock_breakers(session, [tenant_id]))[tenant_id]
+        before = (await breaker_rows.lock_breakers(session, [tenant_id]))[tenant_id]
         try:
             out = domain.override(
                 before, action=action, reason=reason, now=now, policy=config.breaker
@@ -320,13 +235,11 @@ async def override_breaker(
         )
         # Who forced the breaker and why, for SQL readers; a release clears it.
         forced = action is not OverrideAction.RELEASE
-        await session.execute(
-            update(BreakerRow)
-            .where(BreakerRow.tenant_id == tenant_id)
-            .values(
-                override_reason=reason if forced else None,
-                override_actor=actor if forced else None,
-            )
+        await breaker_rows.set_override(
+            session,
+            tenant_id,
+            reason=reason if forced else None,
+            actor=actor if forced else None,
         )
         change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
         await _record(session, [change], config=config, audit=audit, actor=actor, now=now)
@@ -344,18 +257,12 @@ async def sweep(
 ) -> list[Versioned]:
     """Persist and audit the time-driven changes that have fallen due.
 
-    SKIP LOCKED lets several replicas sweep at once without waiting on each other or
-    moving one breaker twice; a row locked by a webhook is simply taken next round."""
+    Several replicas sweep at once without waiting on each other or moving one breaker
+    twice (lock_due skips locked rows); a row locked by a webhook is simply taken next
+    round."""
 
     async def work(session: AsyncSession) -> list[Versioned]:
-        rows = await session.execute(
-            select(BreakerRow.__table__)
-            .where(BreakerRow.next_check_at <= now)
-            .order_by(BreakerRow.next_check_at)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        )
-        due = [breaker_from_row(row) for row in rows.mappings()]
+        due = await breaker_rows.lock_due(session, now=now, limit=batch)
         if not due:
             return []
         changes: list[BreakerChange] = []
@@ -366,31 +273,12 @@ async def sweep(
                 changes.append(BreakerChange(before=before, breaker=out.breaker, events=out.events))
         # A try-lock, not a wait: ingest takes the guard lock before breaker rows, and this
         # already holds rows, so waiting could deadlock. Busy means retry next round.
-        if waiting and await session.scalar(select(func.pg_try_advisory_xact_lock(GUARD_LOCK))):
-            isolated, known = await _guard_inputs(session, [])
-            still_waiting = []
-            for before in waiting:
-                out = domain.retry_suppressed(
-                    before,
-                    now=now,
-                    policy=config.breaker,
-                    isolated=isolated,
-                    known_tenants=known,
-                    max_isolated_percent=config.max_isolated_percent,
-                )
-                if out.tripped:
-                    isolated += 1
-                    changes.append(
-                        BreakerChange(before=before, breaker=out.breaker, events=out.events)
-                    )
-                else:
-                    still_waiting.append(before)
-            waiting = still_waiting
+        if waiting and await breaker_rows.try_lock_guard(session):
+            tripped, waiting = await _retry_suppressed(session, waiting, config=config, now=now)
+            changes += tripped
         if waiting:
-            await session.execute(
-                update(BreakerRow)
-                .where(BreakerRow.tenant_id.in_([b.tenant_id for b in waiting]))
-                .values(next_check_at=now + SUPPRESSED_RETRY)
+            await breaker_rows.set_next_check(
+                session, [b.tenant_id for b in waiting], at=now + SUPPRESSED_RETRY
             )
         changes = [c for c in changes if c.events or c.breaker != c.before]
         if not changes:
@@ -399,3 +287,28 @@ async def sweep(
         return [Versioned(c.version, c.breaker) for c in changes]
 
     return await in_transaction(sessions, work, what="breaker sweep")
+
+
+async def _retry_suppressed(
+    session: AsyncSession, waiting: Sequence[Breaker], *, config: ServiceConfig, now: datetime
+) -> tuple[list[BreakerChange], list[Breaker]]:
+    """Trips the guard suppressed, tried again under the guard lock: (tripped, still
+    waiting)."""
+    isolated, known = await breaker_rows.guard_counts(session, [])
+    tripped: list[BreakerChange] = []
+    still_waiting: list[Breaker] = []
+    for before in waiting:
+        out = domain.retry_suppressed(
+            before,
+            now=now,
+            policy=config.breaker,
+            isolated=isolated,
+            known_tenants=known,
+            max_isolated_percent=config.max_isolated_percent,
+        )
+        if out.tripped:
+            isolated += 1
+            tripped.append(BreakerChange(before=before, breaker=out.breaker, events=out.events))
+        else:
+            still_waiting.append(before)
+    return tripped, still_waiting

@@ -9,16 +9,16 @@ no effect, and a resolved instance is never turned back to firing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.config import ServiceConfig
+from receiver.db import breakers as breaker_rows
+from receiver.db import ingest as ingest_rows
 from receiver.db.audit import ALERTMANAGER, AuditTrail
 from receiver.db.breakers import Versioned
 from receiver.db.transaction import in_transaction
@@ -27,75 +27,6 @@ from receiver.service import breakers as breaker_service
 from receiver.service import incidents as incident_service
 
 log = logging.getLogger(__name__)
-
-# Trips are decided one at a time across the whole platform, or two replicas could each
-# see room under the mass-isolation guard and together exceed it.
-GUARD_LOCK = breaker_service.GUARD_LOCK
-
-# A delivery is written in three round trips whatever its size: `_BEGIN` (an id and the
-# stale check), `_WRITE` (alerts, the delivery with its counts, tenants) and the audit
-# rows (AuditTrail.flush). Each is one constant statement over arrays, so SQLAlchemy
-# caches it and psycopg prepares it once per connection. bench/README.md has the
-# measurements that led here (one ORM statement per table, built per delivery, was about
-# three times the CPU per delivery).
-_BEGIN = text(
-    """
-    SELECT n.id, s.fingerprint, s.newest
-    FROM (SELECT nextval(pg_get_serial_sequence('deliveries', 'id')) AS id) AS n
-    LEFT JOIN (
-        SELECT fingerprint, max(starts_at) AS newest FROM alerts
-        WHERE fingerprint = ANY(CAST(:fingerprints AS text[]))
-        GROUP BY fingerprint
-    ) AS s ON true
-    """
-)
-# The delivery row is inserted after its alerts in the same statement, so that it carries
-# their counts; the foreign key is checked at the end of the statement, when it is there.
-# A firing row is turned resolved, never the other way; xmax is 0 on a row this statement
-# inserted, non-zero on one it updated. Every tenant that ever alerted is known: the
-# mass-isolation guard counts them.
-_WRITE = text(
-    """
-    WITH a AS (
-        INSERT INTO alerts (fingerprint, starts_at, ends_at, status, tenant_id, alertname,
-                            labels, annotations, generator_url, isolating, platform,
-                            delivery_id, resolved_seen_at)
-        SELECT r.fingerprint, r.starts_at, r.ends_at, r.status, r.tenant_id, r.alertname,
-               r.labels::jsonb, r.annotations::jsonb, r.generator_url, r.isolating,
-               r.platform, :delivery_id, r.resolved_seen_at
-        FROM unnest(
-            CAST(:fingerprint AS text[]), CAST(:starts_at AS timestamptz[]),
-            CAST(:ends_at AS timestamptz[]), CAST(:status AS text[]),
-            CAST(:tenant_id AS text[]), CAST(:alertname AS text[]), CAST(:labels AS text[]),
-            CAST(:annotations AS text[]), CAST(:generator_url AS text[]),
-            CAST(:isolating AS boolean[]), CAST(:platform AS boolean[]),
-            CAST(:resolved_seen_at AS timestamptz[])
-        ) AS r(fingerprint, starts_at, ends_at, status, tenant_id, alertname, labels,
-               annotations, generator_url, isolating, platform, resolved_seen_at)
-        ON CONFLICT (fingerprint, starts_at) DO UPDATE
-        SET status = excluded.status, ends_at = excluded.ends_at,
-            annotations = excluded.annotations, resolved_seen_at = excluded.resolved_seen_at
-        WHERE alerts.status = 'firing' AND excluded.status = 'resolved'
-        RETURNING alerts.fingerprint, alerts.starts_at, (alerts.xmax = 0) AS inserted
-    ), d AS (
-        INSERT INTO deliveries (id, receiver, status, group_key, group_labels, external_url,
-                                alert_count, truncated_alerts, new_alerts, changed_alerts)
-        SELECT :delivery_id, :receiver, :delivery_status, :group_key, CAST(:group_labels AS jsonb),
-               :external_url, :alert_count, :truncated_alerts,
-               count(*) FILTER (WHERE a.inserted), count(*) FILTER (WHERE NOT a.inserted)
-        FROM a
-    ), t AS (
-        INSERT INTO tenants (tenant_id)
-        SELECT unnest(CAST(:tenants AS text[]))
-        ON CONFLICT (tenant_id) DO NOTHING
-    )
-    SELECT fingerprint, starts_at, inserted FROM a
-    """
-)
-
-
-def _json(value: object) -> str:
-    return orjson.dumps(value, default=str).decode()
 
 
 @dataclass(frozen=True)
@@ -123,6 +54,17 @@ class IngestResult:
     incidents: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass
+class _Sorted:
+    """The delivery's instances by what they changed."""
+
+    new: int = 0
+    changed: int = 0
+    duplicates: int = 0
+    fired: list[AlertInstance] = field(default_factory=list)
+    resolved: list[AlertInstance] = field(default_factory=list)
+
+
 async def ingest_webhook(
     *,
     sessions: async_sessionmaker[AsyncSession],
@@ -139,82 +81,29 @@ async def ingest_webhook(
 async def _ingest(
     session: AsyncSession, *, delivery: WebhookDelivery, config: ServiceConfig, now: datetime
 ) -> IngestResult:
+    """Record the alerts, then let breakers and incidents follow their transitions."""
     instances = collapse_copies(delivery.alerts)
-    may_trip = any(
-        a.role is AlertRole.ISOLATING and a.status is AlertStatus.FIRING for a in instances
-    )
-    if may_trip:
-        await session.execute(select(func.pg_advisory_xact_lock(GUARD_LOCK)))
-
+    if any(a.role is AlertRole.ISOLATING and a.status is AlertStatus.FIRING for a in instances):
+        # Trips are decided one at a time across the platform (the mass-isolation guard).
+        await breaker_rows.lock_guard(session)
     delivery_id, stale = await _begin_delivery(session, instances)
     audit = AuditTrail(delivery_id=delivery_id)
-    fresh = [a for a in instances if a.key not in stale]
     transitioned = await _write_delivery(
-        session, delivery, fresh, instances, delivery_id=delivery_id, now=now
+        session, delivery, instances, stale=stale, delivery_id=delivery_id, now=now
     )
-
-    new = changed = duplicates = 0
-    fired: list[AlertInstance] = []
-    resolved: list[AlertInstance] = []
-    for alert in instances:
-        details: dict[str, Any] = {
-            "fingerprint": alert.fingerprint,
-            "startsAt": alert.starts_at,
-            "alertname": alert.alertname,
-        }
-        outcome = transitioned.get(alert.key)
-        if alert.key in stale:
-            duplicates += 1
-            audit.add(
-                "alert.duplicate",
-                actor=ALERTMANAGER,
-                tenant_id=alert.tenant_id,
-                status=alert.status.value,
-                reason="stale: a newer instance of these labels is already recorded",
-                **details,
-            )
-        elif outcome is None:
-            duplicates += 1
-            audit.add(
-                "alert.duplicate",
-                actor=ALERTMANAGER,
-                tenant_id=alert.tenant_id,
-                status=alert.status.value,
-                **details,
-            )
-        else:
-            inserted = outcome
-            if inserted:
-                new += 1
-            else:
-                changed += 1
-            if alert.status is AlertStatus.FIRING:
-                fired.append(alert)
-                audit.add("alert.fired", actor=ALERTMANAGER, tenant_id=alert.tenant_id, **details)
-            else:
-                resolved.append(alert)
-                audit.add(
-                    "alert.resolved",
-                    actor=ALERTMANAGER,
-                    tenant_id=alert.tenant_id,
-                    endsAt=alert.ends_at or now,
-                    seen_firing=not inserted,
-                    **details,
-                )
-
+    alerts = _sort_alerts(instances, stale=stale, transitioned=transitioned, audit=audit, now=now)
     breaker_changes = await breaker_service.apply_alert_transitions(
-        session, fired=fired, resolved=resolved, config=config, now=now, audit=audit
+        session, fired=alerts.fired, resolved=alerts.resolved, config=config, now=now, audit=audit
     )
     incident_ids = await incident_service.apply_alert_transitions(
         session,
-        fired=fired,
-        resolved=resolved,
+        fired=alerts.fired,
+        resolved=alerts.resolved,
         breaker_changes=breaker_changes,
         config=config,
         now=now,
         audit=audit,
     )
-
     audit.add(
         "delivery.accepted",
         actor=ALERTMANAGER,
@@ -223,17 +112,17 @@ async def _ingest(
         groupKey=delivery.group_key,
         receiver=delivery.receiver,
         status=delivery.status,
-        new=new,
-        changed=changed,
-        duplicates=duplicates,
+        new=alerts.new,
+        changed=alerts.changed,
+        duplicates=alerts.duplicates,
     )
     await audit.flush(session)
     return IngestResult(
         delivery_id=delivery_id,
         alerts=len(delivery.alerts),
-        new=new,
-        changed=changed,
-        duplicates=duplicates,
+        new=alerts.new,
+        changed=alerts.changed,
+        duplicates=alerts.duplicates,
         stale=len(stale),
         truncated=delivery.truncated_alerts,
         breakers=tuple(Versioned(c.version, c.breaker) for c in breaker_changes.changed),
@@ -251,56 +140,89 @@ async def _begin_delivery(
     Such a copy arrives when a delivery from before the alert resolved and fired again is
     retried late; letting it in would re-trip a breaker for a failure that is over."""
     firing = [a for a in instances if a.status is AlertStatus.FIRING]
-    rows = (
-        await session.execute(_BEGIN, {"fingerprints": sorted({a.fingerprint for a in firing})})
-    ).all()
-    newest = {fp: starts_at for _, fp, starts_at in rows if fp is not None}
+    delivery_id, newest = await ingest_rows.begin_delivery(session, [a.fingerprint for a in firing])
     stale = {
         a.key for a in firing if a.fingerprint in newest and newest[a.fingerprint] > a.starts_at
     }
-    return int(rows[0][0]), stale
+    return delivery_id, stale
 
 
 async def _write_delivery(
     session: AsyncSession,
     delivery: WebhookDelivery,
-    fresh: Sequence[AlertInstance],
     instances: Sequence[AlertInstance],
     *,
+    stale: set[tuple[str, datetime]],
     delivery_id: int,
     now: datetime,
 ) -> dict[tuple[str, datetime], bool]:
-    """Insert new instances, turn firing ones resolved (never resolved back to firing),
-    record the delivery and register its tenants.
+    """Record the fresh instances and the delivery; every tenant that alerted becomes
+    known (the mass-isolation guard counts them). Returns the instances that changed,
+    each with True when it was inserted."""
+    return await ingest_rows.write_delivery(
+        session,
+        [a for a in instances if a.key not in stale],
+        delivery_id=delivery_id,
+        receiver=delivery.receiver,
+        status=delivery.status,
+        group_key=delivery.group_key,
+        group_labels=delivery.group_labels,
+        external_url=delivery.external_url,
+        alert_count=len(delivery.alerts),
+        truncated_alerts=delivery.truncated_alerts,
+        tenants=[a.tenant_id for a in instances if a.tenant_id],
+        now=now,
+    )
 
-    Returns the instances that changed, each with True when it was inserted. PostgreSQL
-    decides each row atomically, so of two concurrent copies exactly one sees the change."""
-    resolved = [a.status is AlertStatus.RESOLVED for a in fresh]
-    params: dict[str, Any] = {
-        "delivery_id": delivery_id,
-        "fingerprint": [a.fingerprint for a in fresh],
-        "starts_at": [a.starts_at for a in fresh],
-        "ends_at": [
-            (a.ends_at or now) if r else None for a, r in zip(fresh, resolved, strict=True)
-        ],
-        "status": [a.status.value for a in fresh],
-        "tenant_id": [a.tenant_id for a in fresh],
-        "alertname": [a.alertname for a in fresh],
-        "labels": [_json(a.labels) for a in fresh],
-        "annotations": [_json(a.annotations) for a in fresh],
-        "generator_url": [a.generator_url for a in fresh],
-        "isolating": [a.role is AlertRole.ISOLATING for a in fresh],
-        "platform": [a.role is AlertRole.PLATFORM for a in fresh],
-        "resolved_seen_at": [now if r else None for r in resolved],
-        "receiver": delivery.receiver,
-        "delivery_status": delivery.status,
-        "group_key": delivery.group_key,
-        "group_labels": _json(delivery.group_labels),
-        "external_url": delivery.external_url,
-        "alert_count": len(delivery.alerts),
-        "truncated_alerts": delivery.truncated_alerts,
-        # Sorted: concurrent deliveries take the tenants' index locks in one order.
-        "tenants": sorted({a.tenant_id for a in instances if a.tenant_id}),
-    }
-    result = await session.execute(_WRITE, params)
-    return {(fp, starts_at): bool(inserted) for fp, starts_at, inserted in result.tuples()}
+
+def _sort_alerts(
+    instances: Sequence[AlertInstance],
+    *,
+    stale: set[tuple[str, datetime]],
+    transitioned: Mapping[tuple[str, datetime], bool],
+    audit: AuditTrail,
+    now: datetime,
+) -> _Sorted:
+    """Count and audit each instance: a duplicate (stale, or a copy that changed
+    nothing), or a transition to firing or to resolved."""
+    out = _Sorted()
+    for alert in instances:
+        details: dict[str, Any] = {
+            "fingerprint": alert.fingerprint,
+            "startsAt": alert.starts_at,
+            "alertname": alert.alertname,
+        }
+        inserted = transitioned.get(alert.key)
+        if alert.key in stale or inserted is None:
+            out.duplicates += 1
+            if alert.key in stale:
+                details = {
+                    "reason": "stale: a newer instance of these labels is already recorded",
+                    **details,
+                }
+            audit.add(
+                "alert.duplicate",
+                actor=ALERTMANAGER,
+                tenant_id=alert.tenant_id,
+                status=alert.status.value,
+                **details,
+            )
+            continue
+        if inserted:
+            out.new += 1
+        else:
+            out.changed += 1
+        if alert.status is AlertStatus.FIRING:
+            out.fired.append(alert)
+            audit.add("alert.fired", actor=ALERTMANAGER, tenant_id=alert.tenant_id, **details)
+        else:
+            out.resolved.append(alert)
+            audit.add(
+                "alert.resolved",
+                actor=ALERTMANAGER,
+                tenant_id=alert.tenant_id,
+                endsAt=alert.ends_at or now,
+                seen_firing=not inserted,
+                **details,
+            )
+    return out
