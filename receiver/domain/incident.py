@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from receiver.domain.tiers import Tier
+from receiver.domain.tiers import Priority, Tier
 
 
 class IncidentStatus(StrEnum):
@@ -124,6 +124,49 @@ def should_auto_resolve(
     if status is IncidentStatus.RESOLVED or platform_alert_firing:
         return False
     return all(breaker_states_closed)
+
+
+# --- the incident as stored, and its response SLA ------------------------------------
+
+
+def sla_breached(
+    *,
+    ack_due_at: datetime,
+    acknowledged_at: datetime | None,
+    resolved_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """The first response (acknowledgement, else resolution, else none yet) came after
+    the due time. The same rule as the `incident_summary` view's `sla_breached`."""
+    first_response = acknowledged_at or resolved_at or now
+    return first_response > ack_due_at
+
+
+@dataclass(frozen=True)
+class IncidentRecord:
+    id: str
+    title: str
+    priority: Priority
+    status: IncidentStatus
+    opened_at: datetime
+    ack_due_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    sla_breached_at: datetime | None
+    tenants: tuple[str, ...] = ()
+
+    def sla_breached(self, now: datetime) -> bool:
+        return sla_breached(
+            ack_due_at=self.ack_due_at,
+            acknowledged_at=self.acknowledged_at,
+            resolved_at=self.resolved_at,
+            now=now,
+        )
+
+    def with_tenants(self, tenants: Iterable[str]) -> IncidentRecord:
+        return replace(self, tenants=tuple(tenants))
 
 
 # --- isolation and cost ----------------------------------------------------------------

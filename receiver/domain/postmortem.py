@@ -7,12 +7,26 @@ function of that input and `now`, so the same incident always gives the same doc
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from receiver.domain.incident import ActionItem, CostImpact, require_aware
 from receiver.domain.tiers import Priority, Tier
+
+
+@dataclass(frozen=True)
+class PostmortemFields:
+    """What people wrote about an incident, as stored."""
+
+    root_cause: str | None
+    five_whys: list[str]
+    action_items: list[ActionItem]
+    what_went_well: list[str]
+    false_positive: bool
+    updated_at: datetime
+    updated_by: str
 
 
 @dataclass(frozen=True)
@@ -345,3 +359,44 @@ def render_postmortem(inp: PostmortemInput, *, now: datetime) -> str:
         _runbooks(inp),
     ]
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
+
+
+def describe(action: str, d: Mapping[str, Any]) -> str:
+    """One line for a timeline entry, from an audit row's action and details."""
+
+    def note(prefix: str) -> str:
+        text = d.get("note")
+        return f"{prefix}: {text}" if text else prefix
+
+    match action:
+        case "incident.opened":
+            return f"incident opened at {d.get('priority')}: {d.get('reason', '')}".rstrip(": ")
+        case "incident.joined":
+            return f"tenant joined ({d.get('cause')}, tier {d.get('tier')})"
+        case "incident.escalated":
+            return f"escalated {d.get('from')} to {d.get('to')}: {d.get('reason', '')}"
+        case "incident.acknowledged":
+            return note("acknowledged")
+        case "incident.resolved":
+            return note("resolved")
+        case "incident.alert_linked":
+            return f"alert {d.get('alertname')} linked: {d.get('reason', '')}"
+        case "incident.postmortem_updated":
+            return "postmortem updated"
+        case "sla.breached":
+            return f"not acknowledged by the due time {d.get('due')}"
+        case "breaker.transition":
+            return f"breaker {d.get('from')} to {d.get('to')}: {d.get('reason', '')}"
+        case "breaker.suppressed":
+            return (
+                "trip suppressed by the mass-isolation guard "
+                f"({d.get('isolated')} isolated, limit {d.get('limit')})"
+            )
+        case "breaker.override":
+            return f"operator {d.get('action')}: {d.get('reason', '')}"
+        case "alert.fired" | "alert.resolved":
+            return f"alert {d.get('alertname')} {action.split('.')[1]}"
+        case "notification.sent" | "notification.failed":
+            outcome = action.split(".")[1]
+            return f"{d.get('event', 'notification')} {outcome} via {d.get('channel')}"
+    return action

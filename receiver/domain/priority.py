@@ -94,3 +94,42 @@ def ack_due_at(
         # A naive time would be silently read as local time by the database.
         raise ValueError("opened_at must be timezone-aware")
     return opened_at + response_sla(tiers=tiers, priority=priority)
+
+
+def incident_priority(
+    current: Priority | None, *, tiers: Sequence[Tier | None], platform: bool, suppressed: bool
+) -> Priority:
+    """The incident's priority now: computed from its tenants and links, P0 when the
+    mass-isolation guard suppressed a trip (the failure is shared, DESIGN.md), and never
+    below `current`."""
+    computed = compute_priority(tiers=tiers, platform_alert=platform)
+    if suppressed:
+        computed = Priority.P0
+    return escalate(current, computed)
+
+
+def tier_text(tier: Tier | None) -> str:
+    """A tenant's tier in audit rows and reasons."""
+    return tier.value if tier is not None else "unregistered, handled as bronze"
+
+
+def priority_reason(
+    priority: Priority, *, tiers: Sequence[Tier | None], platform: bool, suppressed: bool
+) -> str:
+    """Why the incident is at `priority`, in the words of the rule that put it there."""
+    effective = [tier_or_default(t) for t in tiers]
+    n = len(effective)
+    tenants = f"{n} tenant{'s' if n != 1 else ''} affected"
+    if priority is Priority.P0:
+        if platform:
+            return f"a platform alert fires ({tenants})"
+        if suppressed:
+            return f"the mass-isolation guard suppressed a trip ({tenants})"
+        if Tier.PLATINUM in effective:
+            return f"a platinum tenant is affected ({tenants})"
+        return f"{tenants}, {P0_TENANT_COUNT} or more"
+    if priority is Priority.P1:
+        if Tier.GOLD in effective:
+            return f"a gold tenant is affected ({tenants})"
+        return f"{tenants}, {P1_TENANT_COUNT} or more"
+    return f"{tenants}, none platinum or gold"

@@ -8,9 +8,9 @@ from aiohttp import web
 
 from receiver import keys
 from receiver.errors import InvalidInput
-from receiver.http.incidents import parse_query
 from receiver.http.parsing import json_response
-from receiver.http.schemas import AnalyticsQuery
+from receiver.http.query import parse_query
+from receiver.http.schemas import AnalyticsOut, AnalyticsQuery
 from receiver.service import analytics as analytics_service
 
 DEFAULT_PERIOD = timedelta(days=30)
@@ -28,7 +28,7 @@ async def incident_analytics(request: web.Request) -> web.Response:
     out = await analytics_service.incident_analytics(
         sessions=request.app[keys.SESSIONS], since=since, until=until, now=now
     )
-    return json_response(out.to_json())
+    return json_response(AnalyticsOut.of(out).model_dump(mode="json"))
 
 
 def add_routes(app: web.Application) -> None:

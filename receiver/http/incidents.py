@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from receiver import keys
 from receiver.domain.incident import IncidentStatus
 from receiver.domain.tiers import Priority
-from receiver.http.parsing import json_response, read_model, validation_error
-from receiver.http.schemas import IncidentActionIn, IncidentQuery, PostmortemIn
+from receiver.http.parsing import json_response, read_model
+from receiver.http.query import parse_query
+from receiver.http.schemas import (
+    IncidentActionIn,
+    IncidentDetailOut,
+    IncidentListOut,
+    IncidentOut,
+    IncidentQuery,
+    PostmortemIn,
+    PostmortemOut,
+    TimelineOut,
+)
 from receiver.service import incidents as incident_service
 from receiver.service import postmortems
-
-Q = TypeVar("Q", bound=BaseModel)
-
-
-def parse_query(request: web.Request, model: type[Q]) -> Q:
-    # A '+' of a UTC offset arrives as a space when the client did not encode it.
-    values = {
-        k: v.replace(" ", "+") if k in ("since", "until") else v for k, v in request.query.items()
-    }
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
 
 
 def _id(request: web.Request) -> str:
@@ -46,34 +41,29 @@ async def list_incidents(request: web.Request) -> web.Response:
         limit=q.limit,
     )
     now = datetime.now(UTC)
-    return json_response({"incidents": [r.to_json(now=now) for r in records]})
+    out = IncidentListOut(incidents=[IncidentOut.of(r, now=now) for r in records])
+    return json_response(out.model_dump(mode="json"))
 
 
 async def get_incident(request: web.Request) -> web.Response:
     detail = await incident_service.get_incident(
         sessions=request.app[keys.SESSIONS], incident_id=_id(request), now=datetime.now(UTC)
     )
-    return json_response(detail.to_json())
+    return json_response(IncidentDetailOut.of(detail).model_dump(mode="json"))
 
 
 async def acknowledge(request: web.Request) -> web.Response:
-    body = await read_model(request, IncidentActionIn)
-    now = datetime.now(UTC)
-    record = await incident_service.acknowledge_incident(
-        sessions=request.app[keys.SESSIONS],
-        incident_id=_id(request),
-        actor=body.actor,
-        note=body.note or None,
-        config=request.app[keys.CONFIG],
-        now=now,
-    )
-    return json_response(record.to_json(now=now))
+    return await _respond(request, incident_service.acknowledge_incident)
 
 
 async def resolve(request: web.Request) -> web.Response:
+    return await _respond(request, incident_service.resolve_incident)
+
+
+async def _respond(request: web.Request, command: incident_service.ResponseCommand) -> web.Response:
     body = await read_model(request, IncidentActionIn)
     now = datetime.now(UTC)
-    record = await incident_service.resolve_incident(
+    record = await command(
         sessions=request.app[keys.SESSIONS],
         incident_id=_id(request),
         actor=body.actor,
@@ -81,7 +71,7 @@ async def resolve(request: web.Request) -> web.Response:
         config=request.app[keys.CONFIG],
         now=now,
     )
-    return json_response(record.to_json(now=now))
+    return json_response(IncidentOut.of(record, now=now).model_dump(mode="json"))
 
 
 async def timeline(request: web.Request) -> web.Response:
@@ -89,7 +79,7 @@ async def timeline(request: web.Request) -> web.Response:
     rows = await incident_service.incident_timeline(
         sessions=request.app[keys.SESSIONS], incident_id=incident_id
     )
-    return json_response({"incident_id": incident_id, "timeline": [r.to_json() for r in rows]})
+    return json_response(TimelineOut.of(incident_id, rows).model_dump(mode="json"))
 
 
 async def get_postmortem(request: web.Request) -> web.Response:
@@ -111,7 +101,7 @@ async def put_postmortem(request: web.Request) -> web.Response:
         false_positive=body.false_positive,
         actor=body.actor,
     )
-    return json_response(stored)
+    return json_response(PostmortemOut.of(stored).model_dump(mode="json"))
 
 
 def add_routes(app: web.Application) -> None:

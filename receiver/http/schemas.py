@@ -1,8 +1,10 @@
-"""Wire formats (pydantic). Unknown fields are ignored: newer Alertmanagers add some."""
+"""Wire formats (pydantic): the webhook payload (unknown fields are ignored: newer
+Alertmanagers add some), the bodies operators send, and the API's answers."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -11,11 +13,22 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     StringConstraints,
     model_validator,
 )
 
+from receiver.db import json
 from receiver.domain.alerts import AlertInstance, AlertStatus, fingerprint, role_of
+from receiver.domain.analytics import IncidentAnalytics
+from receiver.domain.incident import IncidentRecord
+from receiver.domain.incident_detail import IncidentDetail, LinkedAlert
+from receiver.domain.isolation import AuditEntry, Impact
+from receiver.domain.links import postmortem_path, timeline_path
+from receiver.domain.members import Member
+from receiver.domain.postmortem import PostmortemFields
+from receiver.domain.priority import tier_or_default
+from receiver.domain.tenant import TenantHealth
 
 # Alertmanager writes Go's zero time for "no end": 0001-01-01T00:00:00Z.
 _GO_ZERO_YEAR = 1
@@ -231,3 +244,341 @@ class AnalyticsQuery(_Input):
 
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
+
+
+# --- responses: incidents, postmortems, tenants, analytics ---------------------------------
+# Built from the services' domain values and written with model_dump(mode="json"). Times
+# are written as isoformat() gives them (an offset, "+00:00" for UTC), as every other
+# answer of the API does (receiver.db.json); fields keep the order of DESIGN.md.
+
+
+def _isoformat(value: datetime) -> str:
+    return value.isoformat()
+
+
+Instant = Annotated[datetime, PlainSerializer(_isoformat, when_used="json")]
+
+
+def _as_encoded(value: Any) -> Any:
+    # A value built elsewhere as plain JSON data (the breaker view's answer): written as
+    # the service's one encoder writes it, not as pydantic would.
+    return json.loads(json.dumps_bytes(value))
+
+
+Encoded = Annotated[Any, PlainSerializer(_as_encoded, when_used="json")]
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class IncidentOut(_Output):
+    id: str
+    title: str
+    priority: str
+    status: str
+    opened_at: Instant
+    ack_due_at: Instant
+    acknowledged_at: Instant | None
+    acknowledged_by: str | None
+    resolved_at: Instant | None
+    resolved_by: str | None
+    sla_breached: bool
+    sla_breached_at: Instant | None
+    tenants: list[str]
+
+    @classmethod
+    def of(cls, r: IncidentRecord, *, now: datetime) -> IncidentOut:
+        return cls(**_incident_fields(r, now), tenants=list(r.tenants))
+
+
+def _incident_fields(r: IncidentRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "title": r.title,
+        "priority": r.priority.value,
+        "status": r.status.value,
+        "opened_at": r.opened_at,
+        "ack_due_at": r.ack_due_at,
+        "acknowledged_at": r.acknowledged_at,
+        "acknowledged_by": r.acknowledged_by,
+        "resolved_at": r.resolved_at,
+        "resolved_by": r.resolved_by,
+        "sla_breached": r.sla_breached(now),
+        "sla_breached_at": r.sla_breached_at,
+    }
+
+
+class IncidentListOut(_Output):
+    incidents: list[IncidentOut]
+
+
+class SlaOut(_Output):
+    ack_due_at: Instant
+    response_seconds: float
+    breached: bool
+    breached_at: Instant | None
+
+
+class MemberOut(_Output):
+    tenant_id: str
+    name: str | None
+    tier: str | None
+    sla_tier: str
+    cause: str
+    joined_at: Instant
+    breaker_state: str
+    hourly_cost: float | None
+    isolated_hours: float
+    cost: float
+
+    @classmethod
+    def of(cls, m: Member, impact: Impact) -> MemberOut:
+        hours = impact.hours_of(m.tenant_id)
+        return cls(
+            tenant_id=m.tenant_id,
+            name=m.name,
+            tier=m.tier.value if m.tier else None,
+            sla_tier=tier_or_default(m.tier).value,
+            cause=m.cause,
+            joined_at=m.joined_at,
+            breaker_state=m.breaker_state.value,
+            hourly_cost=m.hourly_cost,
+            isolated_hours=hours,
+            cost=m.cost(hours),
+        )
+
+
+class LinkedAlertOut(_Output):
+    fingerprint: str
+    starts_at: Instant
+    ends_at: Instant | None
+    status: str
+    alertname: str
+    tenant_id: str | None
+    platform: bool
+    isolating: bool
+    labels: dict[str, Any]
+    annotations: dict[str, Any]
+    generator_url: str
+    linked_at: Instant
+    runbook_url: str | None
+
+    @classmethod
+    def of(cls, a: LinkedAlert) -> LinkedAlertOut:
+        return cls(**a.__dict__, runbook_url=a.runbook_url)
+
+
+class CostOut(_Output):
+    contained: float
+    uncontained: float
+    hours: float
+    platform_hourly_cost: float
+
+
+class DurationsOut(_Output):
+    first_alert_at: Instant | None
+    time_to_detect_seconds: float | None
+    time_to_acknowledge_seconds: float | None
+    time_to_resolve_seconds: float | None
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
+class ActionItemOut(_Output):
+    description: str
+    owner_team: str
+    due: date
+    status: str
+
+
+class PostmortemOut(_Output):
+    root_cause: str | None
+    five_whys: list[str]
+    action_items: list[ActionItemOut]
+    what_went_well: list[str]
+    false_positive: bool
+    updated_at: Instant
+    updated_by: str
+
+    @classmethod
+    def of(cls, p: PostmortemFields) -> PostmortemOut:
+        return cls(
+            root_cause=p.root_cause,
+            five_whys=p.five_whys,
+            action_items=[ActionItemOut(**a.__dict__) for a in p.action_items],
+            what_went_well=p.what_went_well,
+            false_positive=p.false_positive,
+            updated_at=p.updated_at,
+            updated_by=p.updated_by,
+        )
+
+
+class IncidentLinksOut(_Output):
+    timeline: str
+    postmortem: str
+
+
+class IncidentDetailOut(_Output):
+    id: str
+    title: str
+    priority: str
+    status: str
+    opened_at: Instant
+    ack_due_at: Instant
+    acknowledged_at: Instant | None
+    acknowledged_by: str | None
+    resolved_at: Instant | None
+    resolved_by: str | None
+    sla_breached: bool
+    sla_breached_at: Instant | None
+    tenants: list[MemberOut]
+    sla: SlaOut
+    alerts: list[LinkedAlertOut]
+    runbook_urls: list[str]
+    cost: CostOut
+    durations: DurationsOut
+    postmortem: PostmortemOut | None
+    links: IncidentLinksOut
+
+    @classmethod
+    def of(cls, d: IncidentDetail) -> IncidentDetailOut:
+        rec, imp, first = d.record, d.impact, d.first_alert_at
+        return cls(
+            **_incident_fields(rec, d.now),
+            tenants=[MemberOut.of(m, imp) for m in d.members],
+            sla=SlaOut(
+                ack_due_at=rec.ack_due_at,
+                response_seconds=(rec.ack_due_at - rec.opened_at).total_seconds(),
+                breached=rec.sla_breached(d.now),
+                breached_at=rec.sla_breached_at,
+            ),
+            alerts=[LinkedAlertOut.of(a) for a in d.alerts],
+            runbook_urls=d.runbook_urls,
+            cost=CostOut(
+                contained=imp.cost.contained,
+                uncontained=imp.cost.uncontained,
+                hours=imp.cost.hours,
+                platform_hourly_cost=imp.platform_hourly_cost,
+            ),
+            durations=DurationsOut(
+                first_alert_at=first,
+                time_to_detect_seconds=_seconds(first, rec.opened_at),
+                time_to_acknowledge_seconds=_seconds(rec.opened_at, rec.acknowledged_at),
+                time_to_resolve_seconds=_seconds(rec.opened_at, rec.resolved_at),
+            ),
+            postmortem=PostmortemOut.of(d.postmortem) if d.postmortem else None,
+            links=IncidentLinksOut(
+                timeline=timeline_path(rec.id), postmortem=postmortem_path(rec.id)
+            ),
+        )
+
+
+class TimelineRowOut(_Output):
+    id: int
+    occurred_at: Instant
+    actor: str
+    action: str
+    tenant_id: str | None
+    details: dict[str, Any]
+
+
+class TimelineOut(_Output):
+    incident_id: str
+    timeline: list[TimelineRowOut]
+
+    @classmethod
+    def of(cls, incident_id: str, entries: Sequence[AuditEntry]) -> TimelineOut:
+        return cls(
+            incident_id=incident_id, timeline=[TimelineRowOut(**e.__dict__) for e in entries]
+        )
+
+
+class TenantOut(_Output):
+    tenant_id: str
+    tier: str | None
+    name: str | None
+    hourly_cost: float | None
+    admin_email: str | None
+    created_at: Instant
+    updated_at: Instant
+
+
+class RegistrationOut(_Output):
+    tier: str | None
+    name: str | None
+    hourly_cost: float | None
+    admin_email: str | None
+
+
+class RecentAlertOut(_Output):
+    fingerprint: str
+    starts_at: Instant
+    ends_at: Instant | None
+    status: str
+    alertname: str
+    isolating: bool
+    annotations: dict[str, Any]
+
+
+class TenantHealthOut(_Output):
+    tenant_id: str
+    tenant: RegistrationOut | None
+    breaker: Encoded
+    open_incident: IncidentOut | None
+    recent_alerts: list[RecentAlertOut]
+
+    @classmethod
+    def of(cls, h: TenantHealth, *, breaker: Any, now: datetime) -> TenantHealthOut:
+        return cls(
+            tenant_id=h.tenant_id,
+            tenant=RegistrationOut(**h.tenant.__dict__) if h.tenant else None,
+            breaker=breaker,
+            open_incident=IncidentOut.of(h.open_incident, now=now) if h.open_incident else None,
+            recent_alerts=[RecentAlertOut(**a.__dict__) for a in h.recent_alerts],
+        )
+
+
+class StatsOut(_Output):
+    incidents: int
+    mtta_seconds: float | None
+    mttr_seconds: float | None
+    sla_breaches: int
+    false_positives: int
+
+
+class AnalyticsOut(_Output):
+    since: Instant
+    until: Instant
+    incidents: int
+    mtta_seconds: float | None
+    mttr_seconds: float | None
+    counts_by_priority: dict[str, int]
+    counts_by_status: dict[str, int]
+    sla_breaches: int
+    false_positives: int
+    false_positive_rate: float | None
+    by_priority: dict[str, StatsOut]
+    breaker_trips_by_tenant: dict[str, int]
+    breaker_trips: int
+
+    @classmethod
+    def of(cls, a: IncidentAnalytics) -> AnalyticsOut:
+        t = a.total
+        return cls(
+            since=a.since,
+            until=a.until,
+            incidents=t.incidents,
+            mtta_seconds=t.mtta_seconds,
+            mttr_seconds=t.mttr_seconds,
+            counts_by_priority={p: s.incidents for p, s in a.by_priority.items()},
+            counts_by_status=a.by_status,
+            sla_breaches=t.sla_breaches,
+            false_positives=t.false_positives,
+            false_positive_rate=a.false_positive_rate,
+            by_priority={p: StatsOut(**s.__dict__) for p, s in a.by_priority.items()},
+            breaker_trips_by_tenant=a.trips_by_tenant,
+            breaker_trips=a.trips,
+        )

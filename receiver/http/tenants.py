@@ -9,8 +9,7 @@ from aiohttp import web
 from receiver import keys
 from receiver.http.breaker_json import breaker_json
 from receiver.http.parsing import TENANT, json_response, read_model, tenant_id_from
-from receiver.http.schemas import TenantIn
-from receiver.service import incidents as incident_service
+from receiver.http.schemas import TenantHealthOut, TenantIn, TenantOut
 from receiver.service import tenants as tenant_service
 
 
@@ -26,36 +25,28 @@ async def put_tenant(request: web.Request) -> web.Response:
         admin_email=body.admin_email,
         actor=body.actor,
     )
-    return json_response(record.to_json())
+    return json_response(TenantOut(**record.__dict__).model_dump(mode="json"))
 
 
 async def get_tenant(request: web.Request) -> web.Response:
     record = await tenant_service.get_tenant(
         sessions=request.app[keys.SESSIONS], tenant_id=tenant_id_from(request)
     )
-    return json_response(record.to_json())
+    return json_response(TenantOut(**record.__dict__).model_dump(mode="json"))
 
 
 async def get_health(request: web.Request) -> web.Response:
     """Breaker (from this replica's view, like the gateways read it), the open incident and
     recent alerts. An unknown tenant is healthy: closed breaker, nothing else."""
     tenant_id = tenant_id_from(request)
-    health = await incident_service.tenant_health(
+    health = await tenant_service.tenant_health(
         sessions=request.app[keys.SESSIONS], tenant_id=tenant_id
     )
     now = datetime.now(UTC)
     view = request.app[keys.VIEW]
-    return json_response(
-        {
-            "tenant_id": tenant_id,
-            "tenant": health.tenant,
-            "breaker": breaker_json(view.get(tenant_id, now=now), view.policy),
-            "open_incident": health.open_incident.to_json(now=now)
-            if health.open_incident
-            else None,
-            "recent_alerts": health.recent_alerts,
-        }
-    )
+    breaker = breaker_json(view.get(tenant_id, now=now), view.policy)
+    out = TenantHealthOut.of(health, breaker=breaker, now=now)
+    return json_response(out.model_dump(mode="json"))
 
 
 def add_routes(app: web.Application) -> None:

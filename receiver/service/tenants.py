@@ -1,47 +1,16 @@
-"""Tenant registration: tier, name, hourly cost, admin e-mail."""
+"""Tenants: registration (tier, name, hourly cost, admin e-mail) and health."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
-from typing import Any
-
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from receiver.db import incidents as incident_rows
+from receiver.db import tenants as rows
 from receiver.db.audit import AuditTrail
-from receiver.db.tables import Tenant
 from receiver.db.transaction import in_transaction
+from receiver.domain.tenant import TenantHealth, TenantRecord
 from receiver.errors import NotFound
-
-
-@dataclass(frozen=True)
-class TenantRecord:
-    tenant_id: str
-    tier: str | None
-    name: str | None
-    hourly_cost: float | None
-    admin_email: str | None
-    created_at: datetime
-    updated_at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _record(row: Any) -> TenantRecord:
-    cost = row.hourly_cost
-    return TenantRecord(
-        tenant_id=row.tenant_id,
-        tier=row.tier,
-        name=row.name,
-        hourly_cost=float(cost) if cost is not None else None,
-        admin_email=row.admin_email,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+from receiver.service.incidents.reads import load_record
 
 
 async def configure_tenant(
@@ -55,17 +24,14 @@ async def configure_tenant(
     actor: str,
 ) -> TenantRecord:
     async def work(session: AsyncSession) -> TenantRecord:
-        values = {
-            "tier": tier,
-            "name": name,
-            "hourly_cost": Decimal(str(hourly_cost)) if hourly_cost is not None else None,
-            "admin_email": admin_email,
-        }
-        insert = pg_insert(Tenant).values(tenant_id=tenant_id, **values)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[Tenant.tenant_id], set_={**values, "updated_at": func.now()}
-        ).returning(Tenant.__table__)
-        row = (await session.execute(upsert)).one()
+        record = await rows.upsert(
+            session,
+            tenant_id,
+            tier=tier,
+            name=name,
+            hourly_cost=hourly_cost,
+            admin_email=admin_email,
+        )
         audit = AuditTrail()
         audit.add(
             "tenant.configured",
@@ -77,16 +43,36 @@ async def configure_tenant(
             admin_email=admin_email,
         )
         await audit.flush(session)
-        return _record(row)
+        return record
 
     return await in_transaction(sessions, work, what="tenant configuration")
 
 
 async def get_tenant(*, sessions: async_sessionmaker[AsyncSession], tenant_id: str) -> TenantRecord:
-    async with sessions() as session:
-        row = (
-            await session.execute(select(Tenant.__table__).where(Tenant.tenant_id == tenant_id))
-        ).one_or_none()
-    if row is None:
-        raise NotFound(f"tenant {tenant_id!r} is not known (register it with PUT)")
-    return _record(row)
+    async def work(session: AsyncSession) -> TenantRecord:
+        record = await rows.get(session, tenant_id)
+        if record is None:
+            raise NotFound(f"tenant {tenant_id!r} is not known (register it with PUT)")
+        return record
+
+    return await in_transaction(sessions, work, what="tenant read")
+
+
+async def tenant_health(
+    *, sessions: async_sessionmaker[AsyncSession], tenant_id: str, alerts: int = 20
+) -> TenantHealth:
+    """The tenant's registration, its unresolved incident and its latest alerts (the
+    breaker comes from the replica's in-memory view, in the handler)."""
+
+    async def work(session: AsyncSession) -> TenantHealth:
+        registration = await rows.registration(session, tenant_id)
+        member = await incident_rows.unresolved_memberships(session, [tenant_id], lock=False)
+        incident = await load_record(session, member[tenant_id]) if member else None
+        return TenantHealth(
+            tenant_id=tenant_id,
+            tenant=registration,
+            open_incident=incident,
+            recent_alerts=await rows.recent_alerts(session, tenant_id, limit=alerts),
+        )
+
+    return await in_transaction(sessions, work, what="tenant health")

@@ -1,0 +1,184 @@
+"""What people and the clock do to incidents: acknowledge, resolve, the SLA check. Each
+is one transaction that changes the row, audits it and queues the notification."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from receiver.config import ServiceConfig
+from receiver.db import incidents as rows
+from receiver.db.audit import SYSTEM, AuditTrail
+from receiver.db.transaction import in_transaction
+from receiver.domain import incident as domain
+from receiver.domain.incident import IncidentRecord, IncidentStatus
+from receiver.domain.notification import NotificationEvent
+from receiver.errors import Conflict
+from receiver.service.incidents.messages import notify
+from receiver.service.incidents.reads import find_incident, load_record
+
+
+class ResponseCommand(Protocol):
+    """acknowledge_incident and resolve_incident: a person's answer to an incident."""
+
+    def __call__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        incident_id: str,
+        actor: str,
+        note: str | None,
+        config: ServiceConfig,
+        now: datetime,
+    ) -> Awaitable[IncidentRecord]: ...
+
+
+@dataclass(frozen=True)
+class _Response:
+    """A person's move of an incident: the domain rule, and how it is recorded."""
+
+    verb: str
+    move: Callable[[IncidentStatus], IncidentStatus]
+    action: str
+    event: NotificationEvent
+    what: str
+    details: Callable[[IncidentRecord, datetime], dict[str, Any]]
+
+
+_ACKNOWLEDGE = _Response(
+    verb="acknowledge",
+    move=domain.acknowledge,
+    action="incident.acknowledged",
+    event=NotificationEvent.ACKNOWLEDGED,
+    what="incident acknowledgement",
+    details=lambda found, now: {
+        "ack_due_at": found.ack_due_at,
+        "within_sla": now <= found.ack_due_at,
+    },
+)
+_RESOLVE = _Response(
+    verb="resolve",
+    move=domain.resolve,
+    action="incident.resolved",
+    event=NotificationEvent.RESOLVED,
+    what="incident resolution",
+    details=lambda found, now: {"automatic": False},
+)
+
+
+async def _respond(
+    response: _Response,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    incident_id: str,
+    actor: str,
+    note: str | None,
+    config: ServiceConfig,
+    now: datetime,
+) -> IncidentRecord:
+    """Lock the incident, move it (Conflict if its state forbids), audit, notify."""
+
+    async def work(session: AsyncSession) -> IncidentRecord:
+        found = await find_incident(session, incident_id, lock=True)
+        try:
+            status = response.move(found.status)
+        except domain.IncidentError as exc:
+            raise Conflict(f"cannot {response.verb} {incident_id}: {exc}") from exc
+        await rows.set_status(session, incident_id, status=status, actor=actor, at=now)
+        audit = AuditTrail()
+        audit.add(
+            response.action,
+            actor=actor,
+            incident_id=incident_id,
+            priority=found.priority.value,
+            note=note,
+            **response.details(found, now),
+        )
+        await audit.flush(session)
+        await notify(
+            session, incident_id, response.event, config=config, now=now, actor=actor, note=note
+        )
+        return await load_record(session, incident_id)
+
+    return await in_transaction(sessions, work, what=response.what)
+
+
+async def acknowledge_incident(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    incident_id: str,
+    actor: str,
+    note: str | None,
+    config: ServiceConfig,
+    now: datetime,
+) -> IncidentRecord:
+    return await _respond(
+        _ACKNOWLEDGE,
+        sessions=sessions,
+        incident_id=incident_id,
+        actor=actor,
+        note=note,
+        config=config,
+        now=now,
+    )
+
+
+async def resolve_incident(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    incident_id: str,
+    actor: str,
+    note: str | None,
+    config: ServiceConfig,
+    now: datetime,
+) -> IncidentRecord:
+    return await _respond(
+        _RESOLVE,
+        sessions=sessions,
+        incident_id=incident_id,
+        actor=actor,
+        note=note,
+        config=config,
+        now=now,
+    )
+
+
+async def check_sla_breaches(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    config: ServiceConfig,
+    now: datetime,
+    batch: int = 100,
+) -> list[str]:
+    """Flag, audit (`sla.breached`) and notify incidents still open past ack_due_at.
+    Replicas checking at once each take different incidents (SKIP LOCKED). Returns the
+    incidents flagged."""
+
+    async def work(session: AsyncSession) -> list[str]:
+        overdue = await rows.lock_overdue(session, now=now, limit=batch)
+        if not overdue:
+            return []
+        ids = [found.id for found in overdue]
+        await rows.mark_sla_breached(session, ids, now=now)
+        audit = AuditTrail()
+        for found in overdue:
+            audit.add(
+                "sla.breached",
+                actor=SYSTEM,
+                incident_id=found.id,
+                priority=found.priority.value,
+                due=found.ack_due_at,
+                overdue_seconds=round((now - found.ack_due_at).total_seconds(), 3),
+            )
+        await audit.flush(session)
+        for incident_id in ids:
+            await notify(
+                session, incident_id, NotificationEvent.SLA_BREACHED, config=config, now=now
+            )
+        return ids
+
+    return await in_transaction(sessions, work, what="SLA check")
