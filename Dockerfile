@@ -6,6 +6,9 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY receiver ./receiver
+# Not installed (pyproject ships receiver* only): the docker-compose `traffic` service runs
+# `python -m demo.traffic` from /app.
+COPY demo ./demo
 COPY migrations ./migrations
 COPY alembic.ini ./
 RUN pip install . && useradd --system --uid 10001 receiver

@@ -65,7 +65,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 demo: $(STAMP) system-deps
-	$(PY) -m receiver.demo
+	$(PY) -m demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

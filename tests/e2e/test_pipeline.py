@@ -1,5 +1,5 @@
 """End to end: real PostgreSQL, receiver, Alertmanager, Prometheus and the demo traffic
-generator on 127.0.0.1 (receiver.demo.stack, the harness `make demo` uses too).
+generator on 127.0.0.1 (demo.processes and demo.story, the harness `make demo` uses too).
 
 Six tenants send 5 queries a second through the gateway client; tenant-1 (gold) starts
 failing every query, tenant-6 is noisy (15 % errors) throughout. Asserted: tenant-1's
@@ -24,16 +24,9 @@ from typing import Any
 
 import pytest
 
-from receiver.demo.stack import (
-    Event,
-    Stack,
-    StackOptions,
-    Story,
-    missing_packages,
-    run_story,
-    tenant_ids,
-    wait_for_traffic_in_prometheus,
-)
+from demo.probes import Endpoints, tenant_ids, wait_for_traffic_in_prometheus
+from demo.processes import Stack, StackOptions, missing_packages
+from demo.story import Event, Story, run_story
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +38,7 @@ GOLD_PRIORITY = "P1"
 
 
 @pytest.fixture(scope="module")
-def pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, Story]]:
+def pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[Endpoints, Story]]:
     missing = missing_packages()
     if missing:
         pytest.fail(
@@ -62,12 +55,13 @@ def pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, Story]]:
 
     with Stack(StackOptions(), deadline=deadline, progress=lambda s: print(f"e2e: {s}")) as stack:
         print(f"e2e: logs in {stack.logs}")
-        tenants = tenant_ids(stack)
+        endpoints = stack.endpoints
+        tenants = tenant_ids(endpoints)
         wait_for_traffic_in_prometheus(
-            stack, tenants, timeout=min(90.0, deadline - time.monotonic())
+            endpoints, tenants, timeout=min(90.0, deadline - time.monotonic())
         )
-        story = run_story(stack, failing=FAILING, deadline=deadline, emit=show)
-        yield stack, story
+        story = run_story(endpoints, failing=FAILING, deadline=deadline, emit=show)
+        yield endpoints, story
         if request.session.testsfailed > failed_before:
             stack.failed = True  # keep the logs; Stack.stop prints where they are
 
@@ -78,7 +72,7 @@ def _timeline(story: Story) -> str:
 
 
 def test_failing_tenant_is_isolated_within_45_seconds(
-    pipeline: tuple[Stack, Story], record_property: Any
+    pipeline: tuple[Endpoints, Story], record_property: Any
 ) -> None:
     _, story = pipeline
     detection = story.detection_seconds
@@ -98,32 +92,34 @@ def test_failing_tenant_is_isolated_within_45_seconds(
     assert detection <= DETECTION_BUDGET, f"{message}\n{_timeline(story)}"
 
 
-def test_no_other_tenant_is_ever_isolated(pipeline: tuple[Stack, Story]) -> None:
-    stack, story = pipeline
+def test_no_other_tenant_is_ever_isolated(pipeline: tuple[Endpoints, Story]) -> None:
+    endpoints, story = pipeline
     # Polled twice a second through GET /v1/breakers the whole time...
     assert story.others_isolated == [], story.others_isolated
     # ...and the record: no breaker change, suppressed trip or isolating alert for anyone
     # else, and the gateway shed nothing of theirs.
-    rows = stack.sql(
+    rows = endpoints.sql(
         "SELECT DISTINCT action, tenant_id FROM audit_log"
         " WHERE action IN ('breaker.transition', 'breaker.suppressed', 'breaker.override')"
     )
     assert {tenant for _, tenant in rows} == {FAILING}, rows
-    isolating = stack.sql("SELECT DISTINCT tenant_id FROM alerts WHERE labels->>'isolate' = 'true'")
+    isolating = endpoints.sql(
+        "SELECT DISTINCT tenant_id FROM alerts WHERE labels->>'isolate' = 'true'"
+    )
     assert isolating == [(FAILING,)], isolating
-    tripped = stack.sql("SELECT tenant_id FROM breakers WHERE trips > 0")
+    tripped = endpoints.sql("SELECT tenant_id FROM breakers WHERE trips > 0")
     assert tripped == [(FAILING,)], tripped
     others = {t: n for t, n in story.shed.items() if t != FAILING}
     assert others and all(n == 0 for n in others.values()), story.shed
     assert story.shed.get(FAILING, 0) > 0, "the gateway never shed the failing tenant"
 
 
-def test_an_incident_opens_and_resolves_itself(pipeline: tuple[Stack, Story]) -> None:
-    stack, story = pipeline
+def test_an_incident_opens_and_resolves_itself(pipeline: tuple[Endpoints, Story]) -> None:
+    endpoints, story = pipeline
     assert story.incidents_source == "api", "GET /v1/incidents is not served"
     assert story.incident is not None, f"no incident for {FAILING}:\n{_timeline(story)}"
     assert story.incident_opened_priority == GOLD_PRIORITY, story.incident
-    reply = stack.api("GET", f"/v1/incidents?tenant={FAILING}")
+    reply = endpoints.api("GET", f"/v1/incidents?tenant={FAILING}")
     assert reply.status == 200, reply
     (incident,) = reply.body["incidents"]
     assert incident["tenants"] == [FAILING], incident
@@ -135,21 +131,21 @@ def test_an_incident_opens_and_resolves_itself(pipeline: tuple[Stack, Story]) ->
     assert story.incident_resolved_at >= story.closed_at - 1.0, "resolved before the breaker closed"
 
 
-def test_the_breaker_closes_after_the_tenant_recovers(pipeline: tuple[Stack, Story]) -> None:
-    stack, story = pipeline
+def test_the_breaker_closes_after_the_tenant_recovers(pipeline: tuple[Endpoints, Story]) -> None:
+    endpoints, story = pipeline
     assert story.recovered_at is not None, f"never recovered:\n{_timeline(story)}"
     assert story.half_open_at is not None, f"never half-open:\n{_timeline(story)}"
     assert story.closed_at is not None, f"never closed again:\n{_timeline(story)}"
     assert story.opened_at is not None
     assert story.opened_at < story.half_open_at < story.closed_at
     assert story.closed_at > story.recovered_at
-    transitions = stack.sql(
+    transitions = endpoints.sql(
         "SELECT details->>'from', details->>'to' FROM audit_log"
         " WHERE action = 'breaker.transition' AND tenant_id = %s ORDER BY id",
         FAILING,
     )
     assert transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
-    reply = stack.api("GET", f"/v1/tenants/{FAILING}/breaker")
+    reply = endpoints.api("GET", f"/v1/tenants/{FAILING}/breaker")
     assert reply.status == 200
     assert (reply.body["state"], reply.body["allow"], reply.body["admit_ratio"]) == (
         "closed",
@@ -160,7 +156,7 @@ def test_the_breaker_closes_after_the_tenant_recovers(pipeline: tuple[Stack, Sto
     print(f"\ne2e: {FAILING} isolated {isolated:.1f} s; closed: {story.closed_reason}")
 
 
-def test_the_whole_story_takes_a_few_minutes(pipeline: tuple[Stack, Story]) -> None:
+def test_the_whole_story_takes_a_few_minutes(pipeline: tuple[Endpoints, Story]) -> None:
     _, story = pipeline
     assert story.finished, f"the story did not finish in time:\n{_timeline(story)}"
     assert story.closed_at is not None and story.errors_started is not None

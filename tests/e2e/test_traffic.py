@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from receiver.demo.traffic import TRAFFIC, TenantSpec, TenantState, TrafficSettings, create_app
-from receiver.demo.traffic import parse_tenants as parse
+from demo.traffic import TRAFFIC, TenantSpec, TenantState, TrafficSettings, create_app
+from demo.traffic import parse_tenants as parse
 
 
 def test_default_tenants_one_gold_and_the_last_one_noisy() -> None:

@@ -118,7 +118,7 @@ def test_services(services: dict[str, dict[str, Any]]) -> None:
     [
         ("migrate", ["python", "-m", "receiver", "migrate"]),
         ("receiver", ["python", "-m", "receiver", "serve"]),
-        ("traffic", ["python", "-m", "receiver.demo.traffic"]),
+        ("traffic", ["python", "-m", "demo.traffic"]),
     ],
 )
 def test_project_services_build_the_repository_image(
@@ -250,7 +250,7 @@ def test_traffic_reaches_the_receiver_with_the_api_token(
 def test_traffic_settings_are_ones_the_generator_reads(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    from receiver.demo.traffic import TrafficSettings, parse_tenants
+    from demo.traffic import TrafficSettings, parse_tenants
 
     settings = env(services["traffic"])
     known = {f"TRAFFIC_{name.upper()}" for name in TrafficSettings.model_fields}

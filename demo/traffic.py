@@ -1,7 +1,7 @@
 """Demo tenant traffic: RAG queries from a few tenants through a gateway that obeys the
 breakers, with the two counters Prometheus turns into alerts.
 
-    python -m receiver.demo.traffic        # settings from TRAFFIC_* (see TrafficSettings)
+    python -m demo.traffic        # settings from TRAFFIC_* (see TrafficSettings)
 
 Each tenant sends a steady `TRAFFIC_RATE` queries a second to `POST /gateway/query` on this
 same server. The gateway is `receiver.client.breaker_middleware` in front of a stand-in
@@ -57,7 +57,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from receiver import logs
 from receiver.client import BreakerClient, breaker_middleware, header
 
-log = logging.getLogger("receiver.demo.traffic")
+log = logging.getLogger("demo.traffic")
 
 TIERS = ("platinum", "gold", "silver", "bronze")
 TENANT_HEADER = "X-Tenant-Id"
