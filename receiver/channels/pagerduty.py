@@ -77,6 +77,28 @@ def render_event(msg: IncidentMessage, *, routing_key: str) -> dict[str, Any]:
         component = f"{len(msg.tenants)} tenants"
     else:
         component = "platform"
+    body["payload"] = {
+        "summary": summary,
+        "source": SOURCE,
+        "severity": SEVERITY[msg.priority],
+        "component": component,
+        "group": "tenant-isolation" if msg.tenants else "platform",
+        "class": msg.event.value,
+        "custom_details": _custom_details(msg),
+    }
+    if msg.event_time is not None:
+        body["payload"]["timestamp"] = msg.event_time.isoformat()
+    body["client"] = SOURCE
+    if msg.incident_url:
+        body["client_url"] = msg.incident_url
+    links = _links(msg)
+    if links:
+        body["links"] = links
+    return body
+
+
+def _custom_details(msg: IncidentMessage) -> dict[str, Any]:
+    """What a trigger's payload tells the responder beyond its summary."""
     details: dict[str, Any] = {
         "what_happened": what_happened(msg),
         "incident_id": msg.incident_id,
@@ -106,25 +128,7 @@ def render_event(msg: IncidentMessage, *, routing_key: str) -> dict[str, Any]:
         details["note"] = msg.note
     if msg.incident_url:
         details["incident_url"] = msg.incident_url
-
-    body["payload"] = {
-        "summary": summary,
-        "source": SOURCE,
-        "severity": SEVERITY[msg.priority],
-        "component": component,
-        "group": "tenant-isolation" if msg.tenants else "platform",
-        "class": msg.event.value,
-        "custom_details": details,
-    }
-    if msg.event_time is not None:
-        body["payload"]["timestamp"] = msg.event_time.isoformat()
-    body["client"] = SOURCE
-    if msg.incident_url:
-        body["client_url"] = msg.incident_url
-    links = _links(msg)
-    if links:
-        body["links"] = links
-    return body
+    return details
 
 
 def _links(msg: IncidentMessage) -> list[dict[str, str]]:

@@ -96,16 +96,8 @@ def _bulleted(title: str, lines: list[str], limit: int) -> str:
     return out
 
 
-def render_payload(msg: IncidentMessage) -> dict[str, Any]:
-    """The incoming-webhook body: fallback `text` plus Block Kit `blocks`."""
-    word = _EVENT_WORD[msg.event]
-    header = _clip(f"{_EMOJI[msg.event]} {msg.priority} · {msg.incident_id} · {word}", HEADER_MAX)
-
-    title = escape(" ".join(msg.title.split()) or "(no title)")
-    if msg.incident_url:
-        title = link(msg.incident_url, " ".join(msg.title.split()) or msg.incident_id)
-    intro = _clip(f"*{title}*\n{escape(what_happened(msg))}", SECTION_TEXT_MAX)
-
+def _fields(msg: IncidentMessage) -> list[str]:
+    """The section of short facts: priority, status, ack due, opened, who acted."""
     priority = f"{msg.priority} ({severity_word(msg.priority)})"
     if msg.previous_priority is not None and msg.previous_priority != msg.priority:
         priority += f", was {msg.previous_priority}"
@@ -118,7 +110,20 @@ def render_payload(msg: IncidentMessage) -> dict[str, Any]:
     ]
     if msg.actor:
         fields.append(f"*{_ACTOR_LABEL.get(msg.event, 'By')}*\n{escape(msg.actor)}")
+    return fields
 
+
+def render_payload(msg: IncidentMessage) -> dict[str, Any]:
+    """The incoming-webhook body: fallback `text` plus Block Kit `blocks`."""
+    word = _EVENT_WORD[msg.event]
+    header = _clip(f"{_EMOJI[msg.event]} {msg.priority} · {msg.incident_id} · {word}", HEADER_MAX)
+
+    title = escape(" ".join(msg.title.split()) or "(no title)")
+    if msg.incident_url:
+        title = link(msg.incident_url, " ".join(msg.title.split()) or msg.incident_id)
+    intro = _clip(f"*{title}*\n{escape(what_happened(msg))}", SECTION_TEXT_MAX)
+
+    fields = _fields(msg)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": intro}},
