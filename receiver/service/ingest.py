@@ -8,7 +8,6 @@ no effect, and a resolved instance is never turned back to firing.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,8 +24,6 @@ from receiver.db.transaction import in_transaction
 from receiver.domain.alerts import AlertInstance, AlertRole, AlertStatus, collapse_copies
 from receiver.service import breakers as breaker_service
 from receiver.service import incidents as incident_service
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
