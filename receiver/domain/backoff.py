@@ -23,7 +23,7 @@ def retry_delay(
         raise ValueError(f"attempt must be >= 1, got {attempt}")
     if not 0 <= draw < 1:
         raise ValueError(f"draw must be in [0, 1), got {draw}")
-    ceiling = min(cap, base * 2 ** min(attempt - 1, 32))
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 32))
     # Never zero: a tight loop against a failing provider helps nobody.
     delay = max(ceiling * draw, min(base, cap) / 10)
     if retry_after is not None:
