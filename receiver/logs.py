@@ -7,9 +7,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
+
+from receiver.db import json
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -28,7 +29,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        return json.dumps(out)
 
 
 def configure(level: str = "INFO") -> None:
