@@ -60,7 +60,7 @@ async def resolve(request: web.Request) -> web.Response:
     return await _respond(request, incident_service.resolve_incident)
 
 
-async def _respond(request: web.Request, command: incident_service.ResponseCommand) -> web.Response:
+async def _respond(request: web.Request, command: incident_service.PersonCommand) -> web.Response:
     body = await read_model(request, IncidentActionIn)
     now = datetime.now(UTC)
     record = await command(

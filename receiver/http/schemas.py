@@ -272,7 +272,9 @@ class _Output(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class IncidentOut(_Output):
+class _IncidentFields(_Output):
+    """The incident row as every incident answer starts (its tenants follow)."""
+
     id: str
     title: str
     priority: str
@@ -285,11 +287,6 @@ class IncidentOut(_Output):
     resolved_by: str | None
     sla_breached: bool
     sla_breached_at: Instant | None
-    tenants: list[str]
-
-    @classmethod
-    def of(cls, r: IncidentRecord, *, now: datetime) -> IncidentOut:
-        return cls(**_incident_fields(r, now), tenants=list(r.tenants))
 
 
 def _incident_fields(r: IncidentRecord, now: datetime) -> dict[str, Any]:
@@ -307,6 +304,14 @@ def _incident_fields(r: IncidentRecord, now: datetime) -> dict[str, Any]:
         "sla_breached": r.sla_breached(now),
         "sla_breached_at": r.sla_breached_at,
     }
+
+
+class IncidentOut(_IncidentFields):
+    tenants: list[str]
+
+    @classmethod
+    def of(cls, r: IncidentRecord, *, now: datetime) -> IncidentOut:
+        return cls(**_incident_fields(r, now), tenants=list(r.tenants))
 
 
 class IncidentListOut(_Output):
@@ -421,19 +426,7 @@ class IncidentLinksOut(_Output):
     postmortem: str
 
 
-class IncidentDetailOut(_Output):
-    id: str
-    title: str
-    priority: str
-    status: str
-    opened_at: Instant
-    ack_due_at: Instant
-    acknowledged_at: Instant | None
-    acknowledged_by: str | None
-    resolved_at: Instant | None
-    resolved_by: str | None
-    sla_breached: bool
-    sla_breached_at: Instant | None
+class IncidentDetailOut(_IncidentFields):
     tenants: list[MemberOut]
     sla: SlaOut
     alerts: list[LinkedAlertOut]

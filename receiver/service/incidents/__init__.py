@@ -8,7 +8,7 @@
 """
 
 from receiver.service.incidents.commands import (
-    ResponseCommand,
+    PersonCommand,
     acknowledge_incident,
     check_sla_breaches,
     resolve_incident,
@@ -17,7 +17,7 @@ from receiver.service.incidents.flow import after_breaker_changes, apply_alert_t
 from receiver.service.incidents.reads import get_incident, incident_timeline, list_incidents
 
 __all__ = [
-    "ResponseCommand",
+    "PersonCommand",
     "acknowledge_incident",
     "after_breaker_changes",
     "apply_alert_transitions",

@@ -3,10 +3,10 @@ is one transaction that changes the row, audits it and queues the notification."
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,24 +22,12 @@ from receiver.service.incidents.messages import notify
 from receiver.service.incidents.reads import find_incident, load_record
 
 
-class ResponseCommand(Protocol):
-    """acknowledge_incident and resolve_incident: a person's answer to an incident."""
-
-    def __call__(
-        self,
-        *,
-        sessions: async_sessionmaker[AsyncSession],
-        incident_id: str,
-        actor: str,
-        note: str | None,
-        config: ServiceConfig,
-        now: datetime,
-    ) -> Awaitable[IncidentRecord]: ...
-
-
 @dataclass(frozen=True)
-class _Response:
-    """A person's move of an incident: the domain rule, and how it is recorded."""
+class PersonCommand:
+    """A person's move of an incident (acknowledge, resolve): the domain rule and how the
+    move is recorded. Calling it runs the move in one transaction: lock the incident, move
+    it (Conflict if its state forbids), audit, queue the notification; returns the
+    incident as it is then."""
 
     verb: str
     move: Callable[[IncidentStatus], IncidentStatus]
@@ -48,8 +36,42 @@ class _Response:
     what: str
     details: Callable[[IncidentRecord, datetime], dict[str, Any]]
 
+    async def __call__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        incident_id: str,
+        actor: str,
+        note: str | None,
+        config: ServiceConfig,
+        now: datetime,
+    ) -> IncidentRecord:
+        async def work(session: AsyncSession) -> IncidentRecord:
+            found = await find_incident(session, incident_id, lock=True)
+            try:
+                status = self.move(found.status)
+            except domain.IncidentError as exc:
+                raise Conflict(f"cannot {self.verb} {incident_id}: {exc}") from exc
+            await rows.set_status(session, incident_id, status=status, actor=actor, at=now)
+            audit = AuditTrail()
+            audit.add(
+                self.action,
+                actor=actor,
+                incident_id=incident_id,
+                priority=found.priority.value,
+                note=note,
+                **self.details(found, now),
+            )
+            await audit.flush(session)
+            await notify(
+                session, incident_id, self.event, config=config, now=now, actor=actor, note=note
+            )
+            return await load_record(session, incident_id)
 
-_ACKNOWLEDGE = _Response(
+        return await in_transaction(sessions, work, what=self.what)
+
+
+acknowledge_incident = PersonCommand(
     verb="acknowledge",
     move=domain.acknowledge,
     action="incident.acknowledged",
@@ -60,7 +82,7 @@ _ACKNOWLEDGE = _Response(
         "within_sla": now <= found.ack_due_at,
     },
 )
-_RESOLVE = _Response(
+resolve_incident = PersonCommand(
     verb="resolve",
     move=domain.resolve,
     action="incident.resolved",
@@ -68,83 +90,6 @@ _RESOLVE = _Response(
     what="incident resolution",
     details=lambda found, now: {"automatic": False},
 )
-
-
-async def _respond(
-    response: _Response,
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    incident_id: str,
-    actor: str,
-    note: str | None,
-    config: ServiceConfig,
-    now: datetime,
-) -> IncidentRecord:
-    """Lock the incident, move it (Conflict if its state forbids), audit, notify."""
-
-    async def work(session: AsyncSession) -> IncidentRecord:
-        found = await find_incident(session, incident_id, lock=True)
-        try:
-            status = response.move(found.status)
-        except domain.IncidentError as exc:
-            raise Conflict(f"cannot {response.verb} {incident_id}: {exc}") from exc
-        await rows.set_status(session, incident_id, status=status, actor=actor, at=now)
-        audit = AuditTrail()
-        audit.add(
-            response.action,
-            actor=actor,
-            incident_id=incident_id,
-            priority=found.priority.value,
-            note=note,
-            **response.details(found, now),
-        )
-        await audit.flush(session)
-        await notify(
-            session, incident_id, response.event, config=config, now=now, actor=actor, note=note
-        )
-        return await load_record(session, incident_id)
-
-    return await in_transaction(sessions, work, what=response.what)
-
-
-async def acknowledge_incident(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    incident_id: str,
-    actor: str,
-    note: str | None,
-    config: ServiceConfig,
-    now: datetime,
-) -> IncidentRecord:
-    return await _respond(
-        _ACKNOWLEDGE,
-        sessions=sessions,
-        incident_id=incident_id,
-        actor=actor,
-        note=note,
-        config=config,
-        now=now,
-    )
-
-
-async def resolve_incident(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    incident_id: str,
-    actor: str,
-    note: str | None,
-    config: ServiceConfig,
-    now: datetime,
-) -> IncidentRecord:
-    return await _respond(
-        _RESOLVE,
-        sessions=sessions,
-        incident_id=incident_id,
-        actor=actor,
-        note=note,
-        config=config,
-        now=now,
-    )
 
 
 async def check_sla_breaches(
