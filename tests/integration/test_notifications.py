@@ -247,7 +247,11 @@ async def test_slack_outage_is_retried_to_success(receiver, provider, sql):
     p.slack_failures_left = 3
     client = await receiver()
     incident = await open_incident(client, "umbrella", "silver")
-    await eventually(lambda: len(p.slack) == 1)
+    # The outcome is recorded after Slack accepted: wait for the row, not only the message.
+    await eventually(
+        lambda: sql("select status from notifications where channel = 'slack'") == [("sent",)]
+    )
+    assert len(p.slack) == 1
     assert p.slack_attempts == 4
     rows = sql(
         "select action, (details->>'attempt')::int, details->>'will_retry' from audit_log "
