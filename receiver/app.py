@@ -22,6 +22,7 @@ from receiver.db.engine import create_engine, session_factory
 from receiver.domain.notification import Channel
 from receiver.errors import ReceiverError
 from receiver.http import analytics, breakers, incidents, ops, tenants, webhook
+from receiver.http.auth import TokenRegistry
 from receiver.http.middlewares import auth_middleware, error_middleware
 from receiver.keys import (
     CONFIG,
@@ -58,9 +59,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[
             error_middleware(count_rejection),
             auth_middleware(
-                webhook_token=_secret(settings.webhook_token),
-                api_token=_secret(settings.api_token),
-                on_webhook_rejection=count_rejection,
+                tokens=TokenRegistry.from_settings(settings), on_webhook_rejection=count_rejection
             ),
         ],
     )

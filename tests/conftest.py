@@ -27,7 +27,7 @@ if not FIXTURES.exists():  # a checkout laid out differently: ../shared beside t
     FIXTURES = Path(__file__).resolve().parents[1].parent / "shared/fixtures/alertmanager-0.25"
 
 WEBHOOK_TOKEN = "test-webhook-token"
-API_TOKEN = "test-api-token"
+API_TOKEN = "test-api-token-0123"
 TABLES_IN_DELETE_ORDER = (
     "action_items",
     "postmortems",

@@ -13,6 +13,7 @@ from receiver import keys
 from receiver.domain import breaker as domain
 from receiver.domain.breaker import Breaker, BreakerPolicy, BreakerState, OverrideAction
 from receiver.errors import InvalidInput
+from receiver.http.auth import actor
 from receiver.http.parsing import TENANT, dumps, json_response, read_model, tenant_id_from
 from receiver.http.schemas import OutcomesIn, OverrideIn
 from receiver.service import breakers as breaker_service
@@ -87,7 +88,7 @@ async def post_override(request: web.Request) -> web.Response:
         tenant_id=tenant_id,
         action=OverrideAction(body.action),
         reason=body.reason,
-        actor=body.actor,
+        actor=actor(request, body.actor),
         config=app[keys.CONFIG],
         now=datetime.now(UTC),
     )

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from receiver import keys
 from receiver.domain.incident import IncidentStatus
 from receiver.domain.tiers import Priority
+from receiver.http.auth import actor
 from receiver.http.parsing import json_response, read_model, validation_error
 from receiver.http.schemas import IncidentActionIn, IncidentQuery, PostmortemIn
 from receiver.service import incidents as incident_service
@@ -62,7 +63,7 @@ async def acknowledge(request: web.Request) -> web.Response:
     record = await incident_service.acknowledge_incident(
         sessions=request.app[keys.SESSIONS],
         incident_id=_id(request),
-        actor=body.actor,
+        actor=actor(request, body.actor),
         note=body.note or None,
         config=request.app[keys.CONFIG],
         now=now,
@@ -76,7 +77,7 @@ async def resolve(request: web.Request) -> web.Response:
     record = await incident_service.resolve_incident(
         sessions=request.app[keys.SESSIONS],
         incident_id=_id(request),
-        actor=body.actor,
+        actor=actor(request, body.actor),
         note=body.note or None,
         config=request.app[keys.CONFIG],
         now=now,
@@ -109,7 +110,7 @@ async def put_postmortem(request: web.Request) -> web.Response:
         action_items=body.action_items,
         what_went_well=body.what_went_well,
         false_positive=body.false_positive,
-        actor=body.actor,
+        actor=actor(request, body.actor),
     )
     return json_response(stored)
 
