@@ -4,11 +4,15 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
+# The locked, hashed dependencies first (a layer that changes only with the lock), then the
+# package itself without resolving anything again.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY receiver ./receiver
 COPY migrations ./migrations
 COPY alembic.ini ./
-RUN pip install . && useradd --system --uid 10001 receiver
+RUN pip install --no-deps . && useradd --system --uid 10001 receiver
 
 USER receiver
 EXPOSE 8080

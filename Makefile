@@ -2,18 +2,29 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-dev.lock | cksum | cut -d' ' -f1)
 LOCALPG_DIR ?= .localpg
 LOCALPG_PORT ?= 55432
 PYTEST_ARGS ?=
 
-.PHONY: run test unit lint bench demo e2e system-deps clean stop-localpg
+.PHONY: run test unit lint bench demo e2e system-deps clean stop-localpg lock
 
-$(STAMP): pyproject.toml
+# Exact versions with their hashes (requirements*.lock); pyproject.toml keeps the ranges.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -U pip
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-*; touch $@
+
+# Re-resolve the lock files from pyproject.toml's ranges (after changing a dependency).
+lock:
+	@test -x $(VENV)/bin/pip-compile || $(VENV)/bin/pip install -q pip-tools
+	for extra in "" dev; do \
+	  $(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe \
+	    --no-emit-index-url --no-emit-find-links $${extra:+--extra $$extra} \
+	    -o requirements$${extra:+-$$extra}.lock pyproject.toml; \
+	done
 
 system-deps:
 	@scripts/system-deps.sh
