@@ -35,6 +35,7 @@ TABLES_IN_DELETE_ORDER = (
     "incident_tenants",
     "incidents",
     "incident_counters",
+    "audit_seals",
     "audit_log",
     "notifications",
     "alerts",
