@@ -66,6 +66,15 @@ def migrate_cmd(settings: Settings) -> int:
     logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
     migrate.upgrade(settings.database_url, configure_logging=False)
     log.info("schema at head", extra={"revision": migrate.head_revision()})
+    if settings.db_app_role:
+        from receiver.db.roles import RoleError
+
+        try:
+            migrate.grant_app_role(settings.database_url, settings.db_app_role)
+        except RoleError as exc:
+            log.error("%s", exc)
+            return 2
+        log.info("granted least privilege", extra={"role": settings.db_app_role})
     return 0
 
 

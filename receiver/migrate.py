@@ -29,6 +29,16 @@ def upgrade(database_url: str, *, configure_logging: bool = True) -> None:
     command.upgrade(alembic_config(database_url, configure_logging=configure_logging), "head")
 
 
+def grant_app_role(database_url: str, role: str) -> None:
+    """After `upgrade`, as the owner: least privilege for the role `serve` runs as."""
+    from sqlalchemy.engine import make_url
+
+    from receiver.db import roles
+
+    libpq = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    roles.grant_app_role(libpq, role)
+
+
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
 
