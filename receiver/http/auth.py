@@ -132,7 +132,7 @@ def gateway_may(request: web.Request) -> bool:
 def actor(request: web.Request, stated: str) -> str:
     """The audit actor of an operator action: the authenticated operator's name when the
     request carries a named operator token, else what the body states."""
-    principal = request.get(PRINCIPAL)
+    principal: Principal | None = request.get(PRINCIPAL)
     if principal is not None and principal.name is not None:
         return principal.name
     return stated
