@@ -4,6 +4,10 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
+# The locked, hashed dependencies first (a layer that changes only with the lock), then the
+# package itself without resolving anything again.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY receiver ./receiver
 # Not installed (pyproject ships receiver* only): the docker-compose `traffic` service runs
@@ -11,7 +15,7 @@ COPY receiver ./receiver
 COPY demo ./demo
 COPY migrations ./migrations
 COPY alembic.ini ./
-RUN pip install . && useradd --system --uid 10001 receiver
+RUN pip install --no-deps . && useradd --system --uid 10001 receiver
 
 USER receiver
 EXPOSE 8080

@@ -40,7 +40,8 @@ import psycopg
 
 from bench.load import BENCH_DIR, LoadResult, merge, pgbench, pgbench_binary, wrk
 from bench.procs import BenchError, Server, measure_cpu, memory_kib
-from receiver import embedded_pg, migrate
+from receiver import embedded_pg
+from receiver.db import migrate
 
 TENANTS = 1000
 INGEST_CONNECTIONS = 32

@@ -5,9 +5,10 @@ Names and defaults are part of the contract (DESIGN.md, "Command line and settin
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,7 +32,16 @@ class Settings(BaseSettings):
     webhook_token_file: Path | None = None
     api_token: SecretStr | None = None
     api_token_file: Path | None = None
+    # Scoped tokens (DESIGN.md "Least privilege"): the gateways' (breaker reads and
+    # outcomes only) and named operators' (`name token` a line; the name is the actor).
+    gateway_token: SecretStr | None = None
+    gateway_token_file: Path | None = None
+    operator_tokens_file: Path | None = None
+    _operator_tokens: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
     allow_unauthenticated: bool = False
+    # The role `migrate` grants what `serve` needs (audit_log: SELECT and INSERT only).
+    db_app_role: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+    audit_seal_seconds: float = Field(default=60.0, gt=0)
 
     tenant_label: str = Field(default="tenant_id", min_length=1)
 
@@ -76,7 +86,12 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
 
-    @field_validator("webhook_token", "api_token")
+    @field_validator("db_app_role", mode="before")
+    @classmethod
+    def _blank_role_is_unset(cls, role: object) -> object:
+        return None if isinstance(role, str) and not role.strip() else role
+
+    @field_validator("webhook_token", "api_token", "gateway_token")
     @classmethod
     def _blank_is_unset(cls, token: SecretStr | None) -> SecretStr | None:
         # `RECEIVER_API_TOKEN=` (an unset variable in a compose file) must not become the
@@ -87,7 +102,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_token_files(self) -> Settings:
-        for name in ("webhook_token", "api_token"):
+        for name in ("webhook_token", "api_token", "gateway_token"):
             path: Path | None = getattr(self, f"{name}_file")
             if path is None:
                 continue
@@ -102,6 +117,8 @@ class Settings(BaseSettings):
             if not token:
                 raise SettingsError(f"RECEIVER_{name.upper()}_FILE={path} is empty")
             setattr(self, name, SecretStr(token))
+        if self.operator_tokens_file is not None:
+            self._operator_tokens = read_operator_tokens(self.operator_tokens_file)
         return self
 
     def check_startable(self) -> None:
@@ -110,13 +127,37 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "DATABASE_URL is not set (make run starts a local PostgreSQL for you)"
             )
-        missing = [n for n in ("webhook_token", "api_token") if getattr(self, n) is None]
+        # Named operator tokens stand in for the all-powerful API token.
+        missing = [
+            n
+            for n in ("webhook_token", "api_token")
+            if getattr(self, n) is None and not (n == "api_token" and self.operator_tokens)
+        ]
         if missing and not self.allow_unauthenticated:
             names = ", ".join(f"RECEIVER_{n.upper()}" for n in missing)
             raise SettingsError(
                 f"{names} not set: set the token(s) (or their _FILE variants), or "
                 "RECEIVER_ALLOW_UNAUTHENTICATED=true to run without authentication"
             )
+        check_tokens(self.tokens_by_role())
+
+    @property
+    def operator_tokens(self) -> dict[str, SecretStr]:
+        """Operator name -> token, from RECEIVER_OPERATOR_TOKENS_FILE."""
+        return self._operator_tokens
+
+    def tokens_by_role(self) -> list[tuple[str, str]]:
+        """(role, token) of every configured token; role names say where each is set."""
+        found = [
+            (f"RECEIVER_{name.upper()}", secret.get_secret_value())
+            for name in ("webhook_token", "api_token", "gateway_token")
+            if (secret := getattr(self, name)) is not None
+        ]
+        found += [
+            (f"operator {who!r} (RECEIVER_OPERATOR_TOKENS_FILE)", secret.get_secret_value())
+            for who, secret in self.operator_tokens.items()
+        ]
+        return found
 
     @property
     def enabled_channels(self) -> list[str]:
@@ -133,3 +174,66 @@ class Settings(BaseSettings):
     @property
     def email_recipients(self) -> list[str]:
         return [a.strip() for a in (self.email_to or "").split(",") if a.strip()]
+
+
+MIN_TOKEN_CHARS = 16
+# The placeholders of deploy/*.example (tests/unit/test_tokens_policy.py keeps them in step):
+# a copied example file must never become a working token.
+PLACEHOLDER_TOKENS = frozenset(
+    {
+        "replace-me-with-a-long-random-api-token",
+        "replace-me-with-a-long-random-webhook-token",
+        "replace-me-with-a-long-random-gateway-token",
+        "replace-me-with-a-long-random-operator-token",
+    }
+)
+_OPERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+
+
+def read_operator_tokens(path: Path) -> dict[str, SecretStr]:
+    """`name token` a line; blank lines and `#` comments skipped. Errors name the line,
+    never the token."""
+    where = f"RECEIVER_OPERATOR_TOKENS_FILE={path}"
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{where}: {exc}") from exc
+    tokens: dict[str, SecretStr] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise SettingsError(f"{where} line {number}: expected `name token`")
+        name, token = fields
+        if not _OPERATOR_NAME.match(name):
+            raise SettingsError(
+                f"{where} line {number}: operator name {name[:40]!r}: 1 to 100 letters, "
+                "digits and ._@+- , starting with a letter or digit"
+            )
+        if name in tokens:
+            raise SettingsError(f"{where} line {number}: operator {name!r} is listed twice")
+        tokens[name] = SecretStr(token)
+    if not tokens:
+        raise SettingsError(f"{where} names no operator")
+    return tokens
+
+
+def check_tokens(tokens: list[tuple[str, str]]) -> None:
+    """Refuse tokens that are short, placeholders, not printable ASCII or shared between
+    roles (a shared token would make one role's requests look like another's). Messages
+    name the setting, never the token."""
+    seen: dict[str, str] = {}
+    for role, token in tokens:
+        if len(token) < MIN_TOKEN_CHARS:
+            raise SettingsError(
+                f"{role} is shorter than {MIN_TOKEN_CHARS} characters: use a long random token "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if token in PLACEHOLDER_TOKENS:
+            raise SettingsError(f"{role} is the placeholder from deploy/*.example: replace it")
+        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+            raise SettingsError(f"{role} must be printable ASCII without spaces")
+        if token in seen:
+            raise SettingsError(f"{seen[token]} and {role} share a token: give each its own")
+        seen[token] = role

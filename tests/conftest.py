@@ -19,13 +19,14 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from receiver import embedded_pg, migrate
+from receiver import embedded_pg
+from receiver.db import migrate
 from receiver.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "alertmanager-0.25"
 
 WEBHOOK_TOKEN = "test-webhook-token"
-API_TOKEN = "test-api-token"
+API_TOKEN = "test-api-token-0123"
 TABLES_IN_DELETE_ORDER = (
     "action_items",
     "postmortems",
@@ -33,6 +34,7 @@ TABLES_IN_DELETE_ORDER = (
     "incident_tenants",
     "incidents",
     "incident_counters",
+    "audit_seals",
     "audit_log",
     "notifications",
     "alerts",

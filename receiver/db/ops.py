@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from receiver import migrate
+from receiver.db import migrate
 
 
 async def schema_revision(engine: AsyncEngine) -> str | None:

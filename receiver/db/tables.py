@@ -18,13 +18,15 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so migrations can refer to them (SQLAlchemy's naming convention doc).
@@ -140,6 +142,31 @@ class AuditLog(Base):
     incident_id: Mapped[str | None] = mapped_column(Text)
     delivery_id: Mapped[int | None] = mapped_column(BigInteger)
     details: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+
+
+class AuditSeal(Base):
+    """A SHA-256 over a run of audit rows, chained to the previous seal (domain/seal.py).
+    Append-only like audit_log (a trigger, see the migration)."""
+
+    __tablename__ = "audit_seals"
+    __table_args__ = (
+        CheckConstraint("first_id <= last_id", name="range"),
+        UniqueConstraint("first_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    sealed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    first_id: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    row_count: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(Text)
+    previous_digest: Mapped[str | None] = mapped_column(Text)
+    # Ids of the range that no committed row holds (rolled-back inserts).
+    gaps: Mapped[list[int]] = mapped_column(
+        ARRAY(BigInteger), server_default=text("'{}'::bigint[]")
+    )
+    # 16 bytes per sealed row, in id order.
+    row_hashes: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Breaker(Base):

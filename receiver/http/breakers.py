@@ -9,6 +9,7 @@ from aiohttp import web
 from receiver import keys
 from receiver.domain.breaker import OverrideAction
 from receiver.errors import InvalidInput
+from receiver.http.auth import actor
 from receiver.http.breaker_json import breaker_json, encoded_breaker
 from receiver.http.parsing import TENANT, json_response, read_model, tenant_id_from
 from receiver.http.schemas import OutcomesIn, OverrideIn
@@ -37,7 +38,7 @@ async def post_override(request: web.Request) -> web.Response:
         tenant_id=tenant_id,
         action=OverrideAction(body.action),
         reason=body.reason,
-        actor=body.actor,
+        actor=actor(request, body.actor),
         config=app[keys.CONFIG],
         now=datetime.now(UTC),
     )

@@ -9,6 +9,7 @@ from aiohttp import web
 from receiver import keys
 from receiver.domain.incident import IncidentStatus
 from receiver.domain.tiers import Priority
+from receiver.http.auth import actor
 from receiver.http.parsing import json_response, read_model
 from receiver.http.query import parse_query
 from receiver.http.schemas import (
@@ -66,7 +67,7 @@ async def _respond(request: web.Request, command: incident_service.PersonCommand
     record = await command(
         sessions=request.app[keys.SESSIONS],
         incident_id=_id(request),
-        actor=body.actor,
+        actor=actor(request, body.actor),
         note=body.note or None,
         config=request.app[keys.CONFIG],
         now=now,
@@ -99,7 +100,7 @@ async def put_postmortem(request: web.Request) -> web.Response:
         action_items=body.action_items,
         what_went_well=body.what_went_well,
         false_positive=body.false_positive,
-        actor=body.actor,
+        actor=actor(request, body.actor),
     )
     return json_response(PostmortemOut.of(stored).model_dump(mode="json"))
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -12,6 +9,14 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from receiver.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, ReceiverError
+from receiver.http.auth import (
+    PRINCIPAL,
+    Principal,
+    Role,
+    TokenRegistry,
+    gateway_may,
+    presented_token,
+)
 from receiver.http.parsing import HttpError, InvalidPayload, json_response
 
 log = logging.getLogger(__name__)
@@ -83,50 +88,49 @@ def error_middleware(on_webhook_rejection: Callable[[str], None]) -> Middleware:
     return middleware
 
 
-def _presented_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        return value.strip()
-    if scheme.lower() == "basic":
-        # Alertmanager's http_config can send basic auth instead; the password is the token.
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[2]
-    return None
+def _unauthorized(request: web.Request, which: str, presented: bool) -> web.Response:
+    log.info(
+        "rejected a request without a valid token",
+        extra={"path": request.path, "remote": request.remote},
+    )
+    response = error_response(
+        401,
+        "unauthorized",
+        f"invalid token for {request.path} (the {which} token is expected)"
+        if presented
+        else f"missing or invalid bearer token (the {which} token)",
+    )
+    response.headers["WWW-Authenticate"] = 'Bearer realm="receiver"'
+    return response
 
 
 def auth_middleware(
-    *, webhook_token: str | None, api_token: str | None, on_webhook_rejection: Callable[[str], None]
+    *, tokens: TokenRegistry, on_webhook_rejection: Callable[[str], None]
 ) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/"):
             return await handler(request)
-        is_webhook = request.path == WEBHOOK_PATH
-        expected = webhook_token if is_webhook else api_token
-        if expected is None:  # RECEIVER_ALLOW_UNAUTHENTICATED=true
-            return await handler(request)
-        presented = _presented_token(request)
-        if presented is None or not hmac.compare_digest(presented.encode(), expected.encode()):
-            if is_webhook:
-                on_webhook_rejection("unauthorized")
-            which = "webhook" if is_webhook else "API"
-            log.info(
-                "rejected a request without a valid token",
-                extra={"path": request.path, "remote": request.remote},
+        presented = presented_token(request.headers.get("Authorization", ""))
+        principal = tokens.identify(presented)
+        if request.path == WEBHOOK_PATH:
+            if tokens.webhook_open or (principal is not None and principal.role is Role.WEBHOOK):
+                return await handler(request)
+            on_webhook_rejection("unauthorized")
+            return _unauthorized(request, "webhook", presented is not None)
+        if principal is None or principal.role is Role.WEBHOOK:
+            if tokens.api_open:  # RECEIVER_ALLOW_UNAUTHENTICATED=true
+                request[PRINCIPAL] = Principal(Role.ANONYMOUS)
+                return await handler(request)
+            return _unauthorized(request, "API", presented is not None)
+        if principal.role is Role.GATEWAY and not gateway_may(request):
+            return error_response(
+                403,
+                "forbidden",
+                f"the gateway token may not {request.method} {request.path}: it may only "
+                "read breakers and post outcomes",
             )
-            response = error_response(
-                401,
-                "unauthorized",
-                f"missing or invalid bearer token (the {which} token)"
-                if presented is None
-                else f"invalid token for {request.path} (the {which} token is expected)",
-            )
-            response.headers["WWW-Authenticate"] = 'Bearer realm="receiver"'
-            return response
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     return middleware

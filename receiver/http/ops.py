@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from receiver import keys, migrate
+from receiver import keys
+from receiver.db import migrate
 from receiver.db.ops import schema_revision
 from receiver.http.parsing import json_response
 

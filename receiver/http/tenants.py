@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from receiver import keys
+from receiver.http.auth import actor
 from receiver.http.breaker_json import breaker_json
 from receiver.http.parsing import TENANT, json_response, read_model, tenant_id_from
 from receiver.http.schemas import TenantHealthOut, TenantIn, TenantOut
@@ -23,7 +24,7 @@ async def put_tenant(request: web.Request) -> web.Response:
         name=body.name,
         hourly_cost=body.hourly_cost,
         admin_email=body.admin_email,
-        actor=body.actor,
+        actor=actor(request, body.actor),
     )
     return json_response(TenantOut(**record.__dict__).model_dump(mode="json"))
 

@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from receiver import migrate
+from receiver.db import migrate
 
 
 @pytest.fixture

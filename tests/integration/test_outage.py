@@ -15,8 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from receiver import embedded_pg, migrate
+from receiver import embedded_pg
 from receiver.app import create_app
+from receiver.db import migrate
 from tests.conftest import API_HEADERS, WEBHOOK_HEADERS, libpq, load_fixture, make_settings
 from tests.integration.helpers import firing, get_breaker, poll, post_webhook
 

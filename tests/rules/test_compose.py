@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS_YML = ROOT / "deploy" / "prometheus.yml"
 ALERTMANAGER_YML = ROOT / "deploy" / "alertmanager.yml"
-DATABASE_URL = "postgresql+psycopg://receiver:receiver@postgres:5432/receiver"
+OWNER_URL = "postgresql+psycopg://receiver_owner:receiver-owner-demo@postgres:5432/receiver"
+APP_URL = "postgresql+psycopg://receiver_app:receiver-app-demo@postgres:5432/receiver"
+INITDB = ROOT / "deploy" / "initdb" / "10-roles.sh"
 # Host files that are not in git: created from a checked-in `<name>.example`.
 LOCAL_ONLY = {"deploy/webhook_token", "deploy/api_token"}
 
@@ -55,12 +57,18 @@ def env(service: dict[str, Any]) -> dict[str, str]:
 
 
 def container_ports(service: dict[str, Any]) -> dict[int, int]:
-    """{container port: host port} from short-syntax `ports`."""
-    out: dict[int, int] = {}
+    """{container port: host port} from short-syntax `ports` ([IP:]HOST:CONTAINER)."""
+    return {container: host for container, (_, host) in published(service).items()}
+
+
+def published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
+    """{container port: (host address, host port)}; no address means every interface."""
+    out: dict[int, tuple[str, int]] = {}
     for spec in service.get("ports", []):
         parts = str(spec).split(":")
-        assert len(parts) == 2, f"use HOST:CONTAINER, got {spec!r}"
-        out[int(parts[1])] = int(parts[0])
+        assert len(parts) in (2, 3), f"use [IP:]HOST:CONTAINER, got {spec!r}"
+        address = parts[0] if len(parts) == 3 else "0.0.0.0"
+        out[int(parts[-1])] = (address, int(parts[-2]))
     return out
 
 
@@ -142,6 +150,16 @@ def test_ports(services: dict[str, dict[str, Any]]) -> None:
     assert "ports" not in services["postgres"], "use docker compose exec postgres psql"
 
 
+@pytest.mark.parametrize(
+    ("name", "port"), [("prometheus", 9090), ("alertmanager", 9093), ("traffic", 9100)]
+)
+def test_unauthenticated_services_listen_on_loopback_only(
+    services: dict[str, dict[str, Any]], name: str, port: int
+) -> None:
+    """No authentication (and Prometheus with --web.enable-lifecycle): 127.0.0.1 only."""
+    assert published(services[name]) == {port: ("127.0.0.1", port)}
+
+
 def test_every_mounted_host_path_exists(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
@@ -212,8 +230,8 @@ def test_migrate_is_one_shot(services: dict[str, dict[str, Any]]) -> None:
 def test_receiver_settings(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
     receiver = services["receiver"]
     settings = env(receiver)
-    assert settings["DATABASE_URL"] == DATABASE_URL
-    assert env(services["migrate"])["DATABASE_URL"] == DATABASE_URL
+    assert settings["DATABASE_URL"] == APP_URL
+    assert "RECEIVER_DB_APP_ROLE" not in settings
     assert settings["RECEIVER_WEBHOOK_TOKEN_FILE"] == "/run/secrets/webhook_token"
     assert settings["RECEIVER_API_TOKEN_FILE"] == "/run/secrets/api_token"
     assert "RECEIVER_ALLOW_UNAUTHENTICATED" not in settings
@@ -223,15 +241,27 @@ def test_receiver_settings(compose: dict[str, Any], services: dict[str, dict[str
     assert int(settings.get("RECEIVER_PORT", "8080")) in container_ports(receiver)
 
 
-def test_database_url_names_the_postgres_service(services: dict[str, dict[str, Any]]) -> None:
-    url = urlsplit(DATABASE_URL)
+def test_two_roles_migrate_as_owner_and_serve_as_app(services: dict[str, dict[str, Any]]) -> None:
+    """DESIGN.md "Least privilege": migrate runs as the owner and grants the app role,
+    serve runs as the app role; neither is the image's superuser."""
     postgres = env(services["postgres"])
-    assert url.hostname == "postgres"
-    assert (url.username, url.password) == (
-        postgres["POSTGRES_USER"],
-        postgres["POSTGRES_PASSWORD"],
-    )
-    assert url.path.lstrip("/") == postgres["POSTGRES_DB"]
+    migrate = env(services["migrate"])
+    assert migrate["DATABASE_URL"] == OWNER_URL
+    assert env(services["receiver"])["DATABASE_URL"] == APP_URL
+    owner, app = urlsplit(OWNER_URL), urlsplit(APP_URL)
+    assert migrate["RECEIVER_DB_APP_ROLE"] == app.username
+    assert len({owner.username, app.username, postgres["POSTGRES_USER"]}) == 3
+    assert owner.password == postgres["RECEIVER_OWNER_PASSWORD"]
+    assert app.password == postgres["RECEIVER_APP_PASSWORD"]
+    for url in (owner, app):
+        assert url.hostname == "postgres"
+        assert url.path.lstrip("/") == postgres["POSTGRES_DB"]
+    assert bind_mounts(services["postgres"])["/docker-entrypoint-initdb.d"] == "deploy/initdb"
+    script = INITDB.read_text()
+    for role in (owner.username, app.username):
+        assert f"CREATE ROLE {role} LOGIN NOSUPERUSER" in script
+    assert f"ALTER DATABASE {postgres['POSTGRES_DB']} OWNER TO {owner.username}" in script
+    assert INITDB.stat().st_mode & 0o111, "the image runs *.sh that are executable"
 
 
 def test_traffic_reaches_the_receiver_with_the_api_token(
