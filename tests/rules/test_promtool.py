@@ -133,6 +133,26 @@ def test_every_alert_role_routes_to_the_receiver_webhook(labels: list[str]) -> N
     assert result.stdout.strip() == "breaker"
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [f"alertname={HEARTBEAT_ALERTNAME}", "severity=none"],
+        # However it is labelled, the heartbeat never reaches the breaker receiver.
+        [f"alertname={HEARTBEAT_ALERTNAME}", "severity=none", "tenant_id=t1", "isolate=true"],
+    ],
+)
+def test_the_heartbeat_routes_to_the_heartbeat_receiver_only(labels: list[str]) -> None:
+    result = run(
+        tool("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER_YML}", *labels
+    )
+    assert result.stdout.strip() == "heartbeat"
+
+
+def test_the_heartbeat_route_is_in_the_routing_tree() -> None:
+    result = run(tool("amtool"), "config", "routes", f"--config.file={ALERTMANAGER_YML}")
+    assert f'{{alertname="{HEARTBEAT_ALERTNAME}"}}  receiver: heartbeat' in result.stdout
+
+
 # --- what the tools do not check: the contract between the files ---------------------
 
 
