@@ -332,26 +332,56 @@ def test_alertmanager_mounts_match_its_config(
     service = services["alertmanager"]
     mounts = bind_mounts(service)
     assert mounts[flag(service, "config.file")] == "deploy/alertmanager.yml"
-    (webhook,) = alertmanager["receivers"][0]["webhook_configs"]
-    assert (
-        mounts[webhook["http_config"]["authorization"]["credentials_file"]]
-        == "deploy/webhook_token"
-    )
+    for receiver in alertmanager["receivers"]:
+        (webhook,) = receiver["webhook_configs"]
+        assert (
+            mounts[webhook["http_config"]["authorization"]["credentials_file"]]
+            == "deploy/webhook_token"
+        )
+
+
+def receivers(alertmanager: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in alertmanager["receivers"]}
 
 
 def test_alertmanager_webhook_reaches_the_receiver(
     services: dict[str, dict[str, Any]], alertmanager: dict[str, Any]
 ) -> None:
     route = alertmanager["route"]
-    (receiver,) = alertmanager["receivers"]
-    assert route["receiver"] == receiver["name"]
-    (webhook,) = receiver["webhook_configs"]
-    url = urlsplit(webhook["url"])
-    assert (url.scheme, url.hostname, url.path) == ("http", "receiver", "/v1/alertmanager")
-    assert url.port in container_ports(services["receiver"])
-    assert webhook["send_resolved"] is True
-    assert webhook.get("max_alerts", 0) == 0
-    assert webhook["http_config"]["authorization"].get("type", "Bearer") == "Bearer"
+    by_name = receivers(alertmanager)
+    assert set(by_name) == {"breaker", "heartbeat"}
+    assert route["receiver"] == "breaker"
+    for name, send_resolved in (("breaker", True), ("heartbeat", False)):
+        (webhook,) = by_name[name]["webhook_configs"]
+        url = urlsplit(webhook["url"])
+        assert (url.scheme, url.hostname, url.path) == ("http", "receiver", "/v1/alertmanager")
+        assert url.port in container_ports(services["receiver"])
+        assert webhook["send_resolved"] is send_resolved, name
+        assert webhook.get("max_alerts", 0) == 0
+        assert webhook["http_config"]["authorization"].get("type", "Bearer") == "Bearer"
+
+
+def test_the_heartbeat_reuses_the_breaker_webhook(alertmanager: dict[str, Any]) -> None:
+    """Same URL and same token (YAML anchors, so each is still written once for the e2e
+    substitution); only send_resolved differs."""
+    by_name = receivers(alertmanager)
+    (breaker,) = by_name["breaker"]["webhook_configs"]
+    (heartbeat,) = by_name["heartbeat"]["webhook_configs"]
+    assert heartbeat["url"] == breaker["url"]
+    assert heartbeat["http_config"] == breaker["http_config"]
+
+
+def test_the_heartbeat_route(alertmanager: dict[str, Any]) -> None:
+    """First child route, only the Watchdog, repeated well within the receiver's
+    RECEIVER_HEARTBEAT_TIMEOUT_SECONDS default (300 s), not passed on to other routes."""
+    first = alertmanager["route"]["routes"][0]
+    assert first["receiver"] == "heartbeat"
+    assert first["matchers"] == ['alertname="Watchdog"']
+    assert not first.get("continue", False)
+    repeat = first["repeat_interval"]
+    assert re.fullmatch(r"\d+[sm]", repeat), repeat
+    seconds = int(repeat[:-1]) * (60 if repeat.endswith("m") else 1)
+    assert seconds * 4 <= 300, repeat
 
 
 def test_alertmanager_timing(alertmanager: dict[str, Any]) -> None:
