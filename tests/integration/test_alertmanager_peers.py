@@ -285,7 +285,7 @@ def _http(method: str, url: str, body: Any = None) -> Any:
 
 @pytest.fixture
 def real_alertmanager(tmp_path: Path) -> Iterator[str]:
-    """A private Alertmanager on a free local port, as receiver/demo/stack.py starts it
+    """A private Alertmanager on a free local port, as demo/processes.py starts it
     (no clustering, its own storage)."""
     binary = shutil.which("prometheus-alertmanager")
     if binary is None:
