@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -36,8 +39,11 @@ from receiver.keys import (
     VIEW,
 )
 from receiver.metrics import Metrics
+from receiver.peers.alertmanager import peer_name, poll_peers
 from receiver.service import breakers as breaker_service
+from receiver.service import heartbeat as heartbeat_service
 from receiver.service import incidents as incident_service
+from receiver.service import reconcile as reconcile_service
 from receiver.service.seals import AuditSealer
 from receiver.settings import Settings
 
@@ -74,6 +80,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_sla_checker)
     app.cleanup_ctx.append(_notifications)
     app.cleanup_ctx.append(_audit_sealer)
+    app.cleanup_ctx.append(_reconciler)
+    app.cleanup_ctx.append(_heartbeat)
     ops.add_routes(app)
     webhook.add_routes(app)
     breakers.add_routes(app)
@@ -214,4 +222,98 @@ async def _audit_sealer(app: web.Application) -> AsyncIterator[None]:
 
     interval = app[SETTINGS].audit_seal_seconds
     async with _running(_every(interval, "audit seal", seal), name="audit-sealer"):
+        yield
+
+
+def _replica_name() -> str:
+    """Who holds the reconciler's lease, as operators read it in reconciler_state."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+async def _reconciler(app: web.Application) -> AsyncIterator[None]:
+    """Reconcile with every Alertmanager peer's API (DESIGN.md "The truth from
+    Alertmanager"): every replica tries every interval; the lease lets one poll at a time."""
+    settings = app[SETTINGS]
+    peers = settings.alertmanager_peers
+    if not peers:
+        yield
+        return
+    owner = _replica_name()
+    metrics = app[METRICS]
+    metrics.know_peers([peer_name(p) for p in peers])
+    timeout = settings.alertmanager_timeout_seconds
+    client = aiohttp.ClientSession()
+
+    async def reconcile() -> None:
+        sessions = app[SESSIONS]
+        if not await reconcile_service.claim(
+            sessions=sessions,
+            owner=owner,
+            interval_seconds=settings.reconcile_seconds,
+            lease_seconds=2 * timeout + 10,
+        ):
+            return
+        answers = await poll_peers(client, peers, timeout_seconds=timeout)
+        outcome = await reconcile_service.apply_poll(
+            sessions=sessions,
+            owner=owner,
+            answers=answers,
+            config=app[CONFIG],
+            now=datetime.now(UTC),
+        )
+        if not outcome.applied:
+            return
+        app[VIEW].apply(list(outcome.breakers))
+        metrics.count_reconciliation(
+            complete=outcome.complete,
+            fired=outcome.fired,
+            resolved=outcome.resolved,
+            failed_peers=[f.peer for f in outcome.failed],
+        )
+        if outcome.failed:
+            log.warning(
+                "reconciliation changed nothing: a peer failed",
+                extra={"failed": {f.peer: f.reason for f in outcome.failed}},
+            )
+        elif outcome.fired or outcome.resolved:
+            log.info(
+                "reconciliation changed alerts",
+                extra={"fired": outcome.fired, "resolved": outcome.resolved},
+            )
+
+    interval = settings.reconcile_seconds
+    try:
+        async with _running(_every(interval, "reconciliation", reconcile), name="reconciler"):
+            yield
+    finally:
+        await client.close()
+
+
+async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
+    """The dead man's switch: remember the first start on this database, then check for
+    silence every few seconds (every replica; SKIP LOCKED makes it one at a time)."""
+    config = app[CONFIG]
+    timeout = config.heartbeat_timeout
+    if timeout is None:
+        yield
+        return
+    try:
+        await heartbeat_service.started(sessions=app[SESSIONS], now=datetime.now(UTC))
+    except ReceiverError as exc:  # the database is away: the first check records it
+        log.warning("heartbeat start not recorded yet", extra={"error": exc.detail})
+
+    async def check() -> None:
+        checked = await heartbeat_service.check(
+            sessions=app[SESSIONS], config=config, now=datetime.now(UTC)
+        )
+        if checked.state is not None:
+            app[METRICS].heartbeat_since = checked.state.since
+        if checked.opened is not None:
+            log.error(
+                "alerting pipeline silent: no heartbeat",
+                extra={"incident": checked.opened, "alertname": config.heartbeat_alertname},
+            )
+
+    interval = max(0.2, min(5.0, timeout.total_seconds() / 10))
+    async with _running(_every(interval, "heartbeat check", check), name="heartbeat-checker"):
         yield

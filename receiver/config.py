@@ -20,6 +20,10 @@ class ServiceConfig:
     enabled_channels: frozenset[Channel] = frozenset()
     # Base URL of this receiver as people reach it, for links in notifications.
     public_url: str | None = None
+    # The dead man's switch: the heartbeat alert's name, and the silence after which the
+    # pipeline is reported silent (None: off).
+    heartbeat_alertname: str = "Watchdog"
+    heartbeat_timeout: timedelta | None = timedelta(seconds=300)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceConfig:
@@ -37,4 +41,8 @@ class ServiceConfig:
             correlation_window=timedelta(seconds=settings.correlation_window_seconds),
             enabled_channels=frozenset(Channel(c) for c in settings.enabled_channels),
             public_url=settings.public_url,
+            heartbeat_alertname=settings.heartbeat_alertname,
+            heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout_seconds)
+            if settings.heartbeat_timeout_seconds > 0
+            else None,
         )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -81,3 +81,62 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(BreakerCollector(view))
+        # The truth from Alertmanager: reconciliation and the heartbeat.
+        self.reconcile_last_success = Gauge(
+            "receiver_reconcile_last_success_timestamp_seconds",
+            "Unix time of this replica's last complete reconciliation (every peer answered);"
+            " one replica reconciles at a time, so take max() over replicas",
+            registry=self.registry,
+        )
+        self.reconcile_polls = Counter(
+            "receiver_reconcile_polls",
+            "Reconciliation polls applied by this replica: complete, or incomplete (a peer"
+            " failed, nothing changed)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.reconcile_changes = Counter(
+            "receiver_reconcile_changes",
+            "Alert instances reconciliation changed, by direction (fired: never recorded,"
+            " resolved: absent from two complete polls)",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.reconcile_peer_errors = Counter(
+            "receiver_reconcile_peer_errors",
+            "Polls of an Alertmanager peer that failed (connection, timeout, non-2xx, bad body)",
+            ["peer"],
+            registry=self.registry,
+        )
+        self.heartbeat_since: datetime | None = None
+        heartbeat_age = Gauge(
+            "receiver_heartbeat_age_seconds",
+            "Seconds since the last heartbeat (or, none ever seen, since the receiver first"
+            " started on this database); NaN when the heartbeat is off or not read yet",
+            registry=self.registry,
+        )
+        heartbeat_age.set_function(self._heartbeat_age)
+
+    def _heartbeat_age(self) -> float:
+        if self.heartbeat_since is None:
+            return float("nan")
+        return (datetime.now(UTC) - self.heartbeat_since).total_seconds()
+
+    def count_reconciliation(
+        self, *, complete: bool, fired: int, resolved: int, failed_peers: Sequence[str]
+    ) -> None:
+        """Count one applied poll."""
+        for peer in failed_peers:
+            self.reconcile_peer_errors.labels(peer=peer).inc()
+        if complete:
+            self.reconcile_last_success.set_to_current_time()
+        self.reconcile_polls.labels(result="complete" if complete else "incomplete").inc()
+        self.reconcile_changes.labels(direction="fired").inc(fired)
+        self.reconcile_changes.labels(direction="resolved").inc(resolved)
+
+    def know_peers(self, peers: Sequence[str]) -> None:
+        """Every configured peer's error series exists from the start, at 0."""
+        for peer in peers:
+            self.reconcile_peer_errors.labels(peer=peer)
+        for direction in ("fired", "resolved"):
+            self.reconcile_changes.labels(direction=direction)

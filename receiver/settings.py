@@ -58,6 +58,14 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
 
+    # The truth from Alertmanager (DESIGN.md): reconciliation with every peer's API, and
+    # the dead man's switch (0 turns it off).
+    alertmanager_urls: str | None = None
+    reconcile_seconds: float = Field(default=30.0, gt=0)
+    alertmanager_timeout_seconds: float = Field(default=5.0, gt=0)
+    heartbeat_alertname: str = Field(default="Watchdog", min_length=1)
+    heartbeat_timeout_seconds: float = Field(default=300.0, ge=0)
+
     slack_webhook_url: str | None = None
     pagerduty_routing_key: SecretStr | None = None
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
@@ -85,6 +93,17 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
+
+    @field_validator("alertmanager_urls")
+    @classmethod
+    def _peer_urls(cls, urls: str | None) -> str | None:
+        for url in (u.strip() for u in (urls or "").split(",")):
+            if url and not url.startswith(("http://", "https://")):
+                raise SettingsError(
+                    f"RECEIVER_ALERTMANAGER_URLS: {url!r} is not an http(s) base URL"
+                    " (comma-separated, e.g. http://am-0:9093,http://am-1:9093)"
+                )
+        return urls
 
     @field_validator("db_app_role", mode="before")
     @classmethod
@@ -170,6 +189,11 @@ class Settings(BaseSettings):
         if self.smtp_host and self.email_from and self.email_recipients:
             on.append("email")
         return on
+
+    @property
+    def alertmanager_peers(self) -> list[str]:
+        """RECEIVER_ALERTMANAGER_URLS as a list: every peer of the cluster, in order."""
+        return [u.strip() for u in (self.alertmanager_urls or "").split(",") if u.strip()]
 
     @property
     def email_recipients(self) -> list[str]:

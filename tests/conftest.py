@@ -28,6 +28,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "alertmanager-0.25"
 WEBHOOK_TOKEN = "test-webhook-token"
 API_TOKEN = "test-api-token-0123"
 TABLES_IN_DELETE_ORDER = (
+    "heartbeat_state",
+    "reconcile_absent",
+    "reconciler_state",
     "action_items",
     "postmortems",
     "incident_alerts",

@@ -18,6 +18,7 @@ from receiver.db.tables import (
     Alert,
     AuditLog,
     Breaker,
+    HeartbeatState,
     Incident,
     IncidentAlert,
     IncidentCounter,
@@ -92,11 +93,13 @@ async def take_open_lock(session: AsyncSession) -> None:
 
 
 async def lock_opened_since(session: AsyncSession, since: datetime) -> list[IncidentRecord]:
-    """Unresolved incidents opened after `since`, newest first, locked."""
+    """Unresolved incidents opened after `since`, newest first, locked; never the
+    heartbeat's "pipeline silent" incident (failing tenants do not join it)."""
+    heartbeat = select(HeartbeatState.incident_id).where(HeartbeatState.incident_id.is_not(None))
     return await _records(
         session,
         _incidents()
-        .where(_UNRESOLVED, Incident.opened_at > since)
+        .where(_UNRESOLVED, Incident.opened_at > since, Incident.id.not_in(heartbeat))
         .order_by(Incident.opened_at.desc(), Incident.id.desc())
         .with_for_update(key_share=True),
     )

@@ -34,6 +34,11 @@ APP_TABLE_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "postmortems": ("SELECT", "INSERT", "UPDATE"),
     # A postmortem's action items are replaced as a whole: DELETE then INSERT.
     "action_items": ("SELECT", "INSERT", "DELETE"),
+    # The truth from Alertmanager: the reconciler's lease and results, the instances
+    # absent from its last complete poll (replaced as a set), the heartbeat's row.
+    "reconciler_state": ("SELECT", "INSERT", "UPDATE"),
+    "reconcile_absent": ("SELECT", "INSERT", "DELETE"),
+    "heartbeat_state": ("SELECT", "INSERT", "UPDATE"),
     # /readyz compares the schema revision with the scripts' head.
     "alembic_version": ("SELECT",),
     # The SQL views of the README, for the API's and people's reads.

@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    SmallInteger,
     Text,
     UniqueConstraint,
     func,
@@ -118,7 +119,8 @@ class Alert(Base):
     platform: Mapped[bool] = mapped_column(Boolean)
     first_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
     resolved_seen_at: Mapped[datetime | None]
-    delivery_id: Mapped[int] = mapped_column(
+    # NULL for an instance the reconciler recorded (no webhook ever carried it).
+    delivery_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("deliveries.id", ondelete="RESTRICT")
     )
 
@@ -339,3 +341,49 @@ class ActionItemRow(Base):
     owner_team: Mapped[str] = mapped_column(Text)
     due: Mapped[date] = mapped_column(Date)
     status: Mapped[str] = mapped_column(Text, server_default="open")
+
+
+class ReconcilerState(Base):
+    """The reconciler's one row (DESIGN.md "The truth from Alertmanager"): who polls now
+    (a lease, so one replica at a time), and what the last polls found."""
+
+    __tablename__ = "reconciler_state"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[datetime | None]
+    last_poll_at: Mapped[datetime | None]
+    last_complete_at: Mapped[datetime | None]
+    # [{"peer", "reason"}] of the last poll (empty when every peer answered).
+    last_failed: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    last_changes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_fired: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    total_resolved: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class ReconcileAbsent(Base):
+    """Stored firing instances absent from the last complete poll: resolved if the next
+    complete poll does not find them either, whichever replica runs it."""
+
+    __tablename__ = "reconcile_absent"
+
+    fingerprint: Mapped[str] = mapped_column(Text, primary_key=True)
+    starts_at: Mapped[datetime] = mapped_column(primary_key=True)
+    absent_since: Mapped[datetime]
+
+
+class HeartbeatState(Base):
+    """The dead man's switch's one row: when the receiver first started on this database,
+    the last heartbeat, and the open "pipeline silent" incident while it is lost."""
+
+    __tablename__ = "heartbeat_state"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    first_started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_heartbeat_at: Mapped[datetime | None]
+    lost_at: Mapped[datetime | None]
+    incident_id: Mapped[str | None] = mapped_column(
+        Text, ForeignKey("incidents.id", ondelete="RESTRICT")
+    )

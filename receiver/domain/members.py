@@ -26,6 +26,7 @@ TAGGED_ACTIONS = frozenset(
     {
         "alert.fired",
         "alert.resolved",
+        "alert.reconciled",
         "breaker.transition",
         "breaker.suppressed",
         "breaker.override",

@@ -54,6 +54,13 @@ def instance_key(fingerprint: str, starts_at: datetime) -> InstanceKey:
     return (fingerprint, utc.replace(microsecond=utc.microsecond - utc.microsecond % 1000))
 
 
+def at_api_precision(alert: AlertInstance) -> AlertInstance:
+    """The instance with startsAt truncated as `instance_key` truncates it: what ingest
+    stores, so that a webhook copy and a reconciled copy are one row."""
+    _, starts_at = instance_key(alert.fingerprint, alert.starts_at)
+    return alert if starts_at == alert.starts_at else replace(alert, starts_at=starts_at)
+
+
 class PeerAlertState(StrEnum):
     ACTIVE = "active"
     SUPPRESSED = "suppressed"  # silenced or inhibited: still active for the breakers

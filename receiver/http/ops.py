@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,6 +14,7 @@ from receiver import keys
 from receiver.db import migrate
 from receiver.db.ops import schema_revision
 from receiver.http.parsing import json_response
+from receiver.service.reconcile import PipelineStatus, pipeline_status
 
 # Probes come every few seconds from every orchestrator and load balancer; one database
 # round trip a second is enough to answer all of them.
@@ -23,6 +26,7 @@ class _Readiness:
     head: str | None  # computed once: the migration scripts do not change under a process
     checked_at: float = float("-inf")
     database: dict[str, str] = field(default_factory=dict)
+    pipeline: PipelineStatus | None = None
 
 
 READINESS = web.AppKey("readiness", _Readiness)
@@ -47,6 +51,11 @@ async def _database_checks(app: web.Application) -> dict[str, str]:
     except Exception as exc:  # any failure to reach the database means "not ready"
         # Only the class: the message may name the database host and user.
         checks = {"database": f"unreachable: {type(exc).__name__}", "schema": "unknown"}
+    if checks["schema"] == "ok":
+        try:
+            state.pipeline = await pipeline_status(sessions=app[keys.SESSIONS])
+        except Exception:  # informational only: never a reason to fail readiness
+            state.pipeline = None
     state.database, state.checked_at = checks, time.monotonic()
     return checks
 
@@ -66,8 +75,62 @@ async def readyz(request: web.Request) -> web.Response:
         "checks": checks,
         # Informational: a channel without settings is off, not a failure.
         "notification_channels": sorted(c.value for c in app[keys.SENDERS]),
+        # Informational too (DESIGN.md "The truth from Alertmanager"): a stale
+        # reconciliation or a silent pipeline is an incident, not a reason to stop serving.
+        **_pipeline(app, app[READINESS].pipeline),
     }
     return json_response(body, status=200 if ready else 503)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.astimezone(UTC).isoformat() if at is not None else None
+
+
+def _pipeline(app: web.Application, status: PipelineStatus | None) -> dict[str, Any]:
+    settings, config = app[keys.SETTINGS], app[keys.CONFIG]
+    now = datetime.now(UTC)
+    peers = settings.alertmanager_peers
+    record = status.reconciler if status else None
+    reconciliation: dict[str, Any] = {
+        "status": "off" if not peers else "never run",
+        "peers": len(peers),
+        "interval_seconds": settings.reconcile_seconds,
+    }
+    if peers and record is not None:
+        success = record.last_complete_at
+        fresh = (
+            success is not None
+            and (now - success).total_seconds() <= 3 * settings.reconcile_seconds
+        )
+        reconciliation.update(
+            status="ok"
+            if fresh and not record.last_failed
+            else ("failing" if record.last_failed else "stale"),
+            last_poll_at=_iso(record.last_poll_at),
+            last_success_at=_iso(success),
+            last_failed=record.last_failed,
+            last_changes=record.last_changes,
+            absent_once=record.absent,
+            polling=record.lease_owner,
+        )
+    timeout = config.heartbeat_timeout
+    beat = status.heartbeat if status else None
+    heartbeat: dict[str, Any] = {
+        "status": "off" if timeout is None else "unknown",
+        "alertname": config.heartbeat_alertname,
+        "timeout_seconds": timeout.total_seconds() if timeout else 0,
+    }
+    if timeout is not None and beat is not None:
+        heartbeat.update(
+            status="lost"
+            if beat.lost_at is not None
+            else ("ok" if beat.last_heartbeat_at is not None else "waiting for the first"),
+            last_heartbeat_at=_iso(beat.last_heartbeat_at),
+            age_seconds=round(beat.age(now).total_seconds(), 1),
+            lost_at=_iso(beat.lost_at),
+            incident=beat.incident_id,
+        )
+    return {"reconciliation": reconciliation, "heartbeat": heartbeat}
 
 
 async def metrics(request: web.Request) -> web.Response:

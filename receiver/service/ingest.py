@@ -1,17 +1,26 @@
-"""ingest_webhook: one Alertmanager delivery, one transaction.
+"""ingest_webhook: one Alertmanager delivery, one transaction; and `apply_instances`, the
+same logic for the reconciler's instances (service/reconcile.py).
 
 Alertmanager delivers at least once (retries, HA peers, repeat intervals), so every
 effect hangs off an alert instance's *transition*, found by an atomic upsert keyed on
 (fingerprint, starts_at): a copy that changes nothing is recorded as a duplicate and has
 no effect, and a resolved instance is never turned back to firing.
+
+Identity is compared at millisecond precision (Alertmanager's API v2 writes startsAt to
+the millisecond, its webhook to the nanosecond): starts_at is truncated before anything
+else, so a webhook copy of an instance the reconciler recorded is that instance.
+
+An arriving instance SUPERSEDES every older instance of its fingerprint still stored as
+firing (Alertmanager holds one alert per fingerprint): they are resolved in the same
+transaction, with all their effects, so a lost resolved cannot keep a breaker open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,10 +29,20 @@ from receiver.db import breakers as breaker_rows
 from receiver.db import ingest as ingest_rows
 from receiver.db.audit import ALERTMANAGER, AuditTrail
 from receiver.db.breakers import Versioned
+from receiver.db.ingest import Known, Superseded
 from receiver.db.transaction import in_transaction
 from receiver.domain.alerts import AlertInstance, AlertRole, AlertStatus, collapse_copies
+from receiver.domain.breaker import BreakerChanges
+from receiver.domain.reconcile import at_api_precision
 from receiver.service import breakers as breaker_service
+from receiver.service import heartbeat as heartbeat_service
 from receiver.service import incidents as incident_service
+
+InstanceKey = tuple[str, datetime]
+# (instances to write, tenants to register) -> the instances that changed, True: inserted.
+Writer = Callable[[Sequence[AlertInstance], Sequence[str]], Awaitable[dict[InstanceKey, bool]]]
+
+SUPERSEDED_REASON = "superseded"
 
 
 @dataclass(frozen=True)
@@ -49,17 +68,47 @@ class IngestResult:
     breakers: tuple[Versioned, ...] = ()
     transitions: int = 0
     incidents: tuple[str, ...] = field(default_factory=tuple)
+    superseded: int = 0
+    heartbeat: bool = False
+
+
+class AlertAuditor(Protocol):
+    """How one path audits its instances (the webhook: alert.fired / alert.resolved /
+    alert.duplicate; the reconciler: alert.reconciled)."""
+
+    @property
+    def actor(self) -> str: ...
+
+    def changed(self, audit: AuditTrail, alert: AlertInstance, *, inserted: bool) -> None: ...
+
+    def duplicate(self, audit: AuditTrail, alert: AlertInstance, *, stale: bool) -> None: ...
 
 
 @dataclass
-class _Sorted:
-    """The delivery's instances by what they changed."""
+class Applied:
+    """What a set of instances changed, and the effects that followed."""
 
     new: int = 0
     changed: int = 0
     duplicates: int = 0
+    stale: int = 0
     fired: list[AlertInstance] = field(default_factory=list)
     resolved: list[AlertInstance] = field(default_factory=list)
+    superseded: list[Superseded] = field(default_factory=list)
+    changed_keys: set[InstanceKey] = field(default_factory=set)
+    breaker_changes: BreakerChanges = field(default_factory=BreakerChanges)
+    incidents: list[str] = field(default_factory=list)
+
+
+def prepare(alerts: Sequence[AlertInstance]) -> list[AlertInstance]:
+    """One entry per instance at the API's precision, in key (lock) order."""
+    return collapse_copies(at_api_precision(a) for a in alerts)
+
+
+def needs_guard(instances: Sequence[AlertInstance]) -> bool:
+    """Trips are decided one at a time across the platform (the mass-isolation guard):
+    take its lock before anything else when an isolating instance fires."""
+    return any(a.role is AlertRole.ISOLATING and a.status is AlertStatus.FIRING for a in instances)
 
 
 async def ingest_webhook(
@@ -79,28 +128,45 @@ async def _ingest(
     session: AsyncSession, *, delivery: WebhookDelivery, config: ServiceConfig, now: datetime
 ) -> IngestResult:
     """Record the alerts, then let breakers and incidents follow their transitions."""
-    instances = collapse_copies(delivery.alerts)
-    if any(a.role is AlertRole.ISOLATING and a.status is AlertStatus.FIRING for a in instances):
-        # Trips are decided one at a time across the platform (the mass-isolation guard).
+    instances = prepare(delivery.alerts)
+    if needs_guard(instances):
         await breaker_rows.lock_guard(session)
-    delivery_id, stale = await _begin_delivery(session, instances)
+    delivery_id, known = await ingest_rows.begin_delivery(
+        session, [a.fingerprint for a in instances]
+    )
     audit = AuditTrail(delivery_id=delivery_id)
-    transitioned = await _write_delivery(
-        session, delivery, instances, stale=stale, delivery_id=delivery_id, now=now
-    )
-    alerts = _sort_alerts(instances, stale=stale, transitioned=transitioned, audit=audit, now=now)
-    breaker_changes = await breaker_service.apply_alert_transitions(
-        session, fired=alerts.fired, resolved=alerts.resolved, config=config, now=now, audit=audit
-    )
-    incident_ids = await incident_service.apply_alert_transitions(
+
+    async def write(
+        fresh: Sequence[AlertInstance], tenants: Sequence[str]
+    ) -> dict[InstanceKey, bool]:
+        return await ingest_rows.write_delivery(
+            session,
+            fresh,
+            delivery_id=delivery_id,
+            receiver=delivery.receiver,
+            status=delivery.status,
+            group_key=delivery.group_key,
+            group_labels=delivery.group_labels,
+            external_url=delivery.external_url,
+            alert_count=len(delivery.alerts),
+            truncated_alerts=delivery.truncated_alerts,
+            tenants=tenants,
+            now=now,
+        )
+
+    applied = await apply_instances(
         session,
-        fired=alerts.fired,
-        resolved=alerts.resolved,
-        breaker_changes=breaker_changes,
+        instances,
+        known=known,
+        write=write,
+        auditor=WebhookAuditor(now=now),
         config=config,
         now=now,
         audit=audit,
     )
+    beat = heartbeat_service.is_heartbeat_delivery(instances, config=config)
+    if beat:
+        await heartbeat_service.on_heartbeat(session, config=config, now=now, audit=audit)
     audit.add(
         "delivery.accepted",
         actor=ALERTMANAGER,
@@ -109,117 +175,184 @@ async def _ingest(
         groupKey=delivery.group_key,
         receiver=delivery.receiver,
         status=delivery.status,
-        new=alerts.new,
-        changed=alerts.changed,
-        duplicates=alerts.duplicates,
+        new=applied.new,
+        changed=applied.changed,
+        duplicates=applied.duplicates,
+        superseded=len(applied.superseded),
     )
     await audit.flush(session)
+    changes = applied.breaker_changes
     return IngestResult(
         delivery_id=delivery_id,
         alerts=len(delivery.alerts),
-        new=alerts.new,
-        changed=alerts.changed,
-        duplicates=alerts.duplicates,
-        stale=len(stale),
+        new=applied.new,
+        changed=applied.changed,
+        duplicates=applied.duplicates,
+        stale=applied.stale,
         truncated=delivery.truncated_alerts,
-        breakers=tuple(Versioned(c.version, c.breaker) for c in breaker_changes.changed),
-        transitions=breaker_changes.transition_count,
-        incidents=tuple(incident_ids),
+        breakers=tuple(Versioned(c.version, c.breaker) for c in changes.changed),
+        transitions=changes.transition_count,
+        incidents=tuple(applied.incidents),
+        superseded=len(applied.superseded),
+        heartbeat=beat,
     )
 
 
-async def _begin_delivery(
-    session: AsyncSession, instances: Sequence[AlertInstance]
-) -> tuple[int, set[tuple[str, datetime]]]:
-    """The delivery's id, and its stale firings: firing copies of an instance older than
-    one already recorded for the same labels.
+async def apply_instances(
+    session: AsyncSession,
+    instances: Sequence[AlertInstance],
+    *,
+    known: Known,
+    write: Writer,
+    auditor: AlertAuditor,
+    config: ServiceConfig,
+    now: datetime,
+    audit: AuditTrail,
+) -> Applied:
+    """Record `instances` (prepared, guard lock taken when needed, `known` read after
+    it), supersede older instances, audit, and let breakers and incidents follow. The
+    caller flushes `audit`."""
+    stale = stale_firings(instances, known)
+    fresh = [a for a in instances if a.key not in stale]
+    transitioned = await write(fresh, [a.tenant_id for a in instances if a.tenant_id])
+    applied = _sort_alerts(
+        instances, stale=stale, transitioned=transitioned, auditor=auditor, audit=audit
+    )
+    applied.superseded = await _supersede(session, fresh, known=known, now=now)
+    for s in applied.superseded:
+        audit_superseded(audit, s, actor=auditor.actor)
+        applied.resolved.append(s.instance)
+    applied.breaker_changes = await breaker_service.apply_alert_transitions(
+        session,
+        fired=applied.fired,
+        resolved=applied.resolved,
+        config=config,
+        now=now,
+        audit=audit,
+    )
+    applied.incidents = await incident_service.apply_alert_transitions(
+        session,
+        fired=applied.fired,
+        resolved=applied.resolved,
+        breaker_changes=applied.breaker_changes,
+        config=config,
+        now=now,
+        audit=audit,
+    )
+    return applied
+
+
+def stale_firings(instances: Sequence[AlertInstance], known: Known) -> set[InstanceKey]:
+    """Firing copies of an instance older than one already recorded, or than another one
+    arriving, for the same labels.
 
     Such a copy arrives when a delivery from before the alert resolved and fired again is
     retried late; letting it in would re-trip a breaker for a failure that is over."""
-    firing = [a for a in instances if a.status is AlertStatus.FIRING]
-    delivery_id, newest = await ingest_rows.begin_delivery(session, [a.fingerprint for a in firing])
-    stale = {
-        a.key for a in firing if a.fingerprint in newest and newest[a.fingerprint] > a.starts_at
+    newest = dict(known.newest)
+    for a in instances:
+        if a.fingerprint not in newest or a.starts_at > newest[a.fingerprint]:
+            newest[a.fingerprint] = a.starts_at
+    return {
+        a.key
+        for a in instances
+        if a.status is AlertStatus.FIRING and newest[a.fingerprint] > a.starts_at
     }
-    return delivery_id, stale
 
 
-async def _write_delivery(
-    session: AsyncSession,
-    delivery: WebhookDelivery,
-    instances: Sequence[AlertInstance],
-    *,
-    stale: set[tuple[str, datetime]],
-    delivery_id: int,
-    now: datetime,
-) -> dict[tuple[str, datetime], bool]:
-    """Record the fresh instances and the delivery; every tenant that alerted becomes
-    known (the mass-isolation guard counts them). Returns the instances that changed,
-    each with True when it was inserted."""
-    return await ingest_rows.write_delivery(
-        session,
-        [a for a in instances if a.key not in stale],
-        delivery_id=delivery_id,
-        receiver=delivery.receiver,
-        status=delivery.status,
-        group_key=delivery.group_key,
-        group_labels=delivery.group_labels,
-        external_url=delivery.external_url,
-        alert_count=len(delivery.alerts),
-        truncated_alerts=delivery.truncated_alerts,
-        tenants=[a.tenant_id for a in instances if a.tenant_id],
-        now=now,
+async def _supersede(
+    session: AsyncSession, fresh: Sequence[AlertInstance], *, known: Known, now: datetime
+) -> list[Superseded]:
+    """Resolve the stored firing instances older than an arriving one. Only asks the
+    database when `known` says there is an older firing instance to resolve."""
+    arrived = [
+        a.key
+        for a in fresh
+        if a.fingerprint in known.oldest_firing and known.oldest_firing[a.fingerprint] < a.starts_at
+    ]
+    return await ingest_rows.supersede(session, arrived, now=now)
+
+
+def audit_superseded(audit: AuditTrail, s: Superseded, *, actor: str) -> None:
+    alert = s.instance
+    audit.add(
+        "alert.resolved",
+        actor=actor,
+        tenant_id=alert.tenant_id,
+        fingerprint=alert.fingerprint,
+        startsAt=alert.starts_at,
+        alertname=alert.alertname,
+        endsAt=alert.ends_at,
+        reason=SUPERSEDED_REASON,
+        supersededBy={"fingerprint": alert.fingerprint, "startsAt": s.by},
+        seen_firing=True,
     )
 
 
 def _sort_alerts(
     instances: Sequence[AlertInstance],
     *,
-    stale: set[tuple[str, datetime]],
-    transitioned: Mapping[tuple[str, datetime], bool],
+    stale: set[InstanceKey],
+    transitioned: Mapping[InstanceKey, bool],
+    auditor: AlertAuditor,
     audit: AuditTrail,
-    now: datetime,
-) -> _Sorted:
+) -> Applied:
     """Count and audit each instance: a duplicate (stale, or a copy that changed
     nothing), or a transition to firing or to resolved."""
-    out = _Sorted()
+    out = Applied(stale=len(stale))
     for alert in instances:
-        details: dict[str, Any] = {
-            "fingerprint": alert.fingerprint,
-            "startsAt": alert.starts_at,
-            "alertname": alert.alertname,
-        }
         inserted = transitioned.get(alert.key)
         if alert.key in stale or inserted is None:
             out.duplicates += 1
-            if alert.key in stale:
-                details = {
-                    "reason": "stale: a newer instance of these labels is already recorded",
-                    **details,
-                }
-            audit.add(
-                "alert.duplicate",
-                actor=ALERTMANAGER,
-                tenant_id=alert.tenant_id,
-                status=alert.status.value,
-                **details,
-            )
+            auditor.duplicate(audit, alert, stale=alert.key in stale)
             continue
         if inserted:
             out.new += 1
         else:
             out.changed += 1
+        out.changed_keys.add(alert.key)
+        (out.fired if alert.status is AlertStatus.FIRING else out.resolved).append(alert)
+        auditor.changed(audit, alert, inserted=inserted)
+    return out
+
+
+def alert_details(alert: AlertInstance) -> dict[str, Any]:
+    return {
+        "fingerprint": alert.fingerprint,
+        "startsAt": alert.starts_at,
+        "alertname": alert.alertname,
+    }
+
+
+@dataclass(frozen=True)
+class WebhookAuditor:
+    now: datetime
+    actor: str = ALERTMANAGER
+
+    def changed(self, audit: AuditTrail, alert: AlertInstance, *, inserted: bool) -> None:
+        details = alert_details(alert)
         if alert.status is AlertStatus.FIRING:
-            out.fired.append(alert)
-            audit.add("alert.fired", actor=ALERTMANAGER, tenant_id=alert.tenant_id, **details)
+            audit.add("alert.fired", actor=self.actor, tenant_id=alert.tenant_id, **details)
         else:
-            out.resolved.append(alert)
             audit.add(
                 "alert.resolved",
-                actor=ALERTMANAGER,
+                actor=self.actor,
                 tenant_id=alert.tenant_id,
-                endsAt=alert.ends_at or now,
+                endsAt=alert.ends_at or self.now,
                 seen_firing=not inserted,
                 **details,
             )
-    return out
+
+    def duplicate(self, audit: AuditTrail, alert: AlertInstance, *, stale: bool) -> None:
+        details = alert_details(alert)
+        if stale:
+            details = {
+                "reason": "stale: a newer instance of these labels is already recorded",
+                **details,
+            }
+        audit.add(
+            "alert.duplicate",
+            actor=self.actor,
+            tenant_id=alert.tenant_id,
+            status=alert.status.value,
+            **details,
+        )
