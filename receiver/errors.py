@@ -28,3 +28,10 @@ class DatabaseUnavailable(ReceiverError):
     """Transient: the caller should retry (Alertmanager retries only 5xx)."""
 
     error = "database_unavailable"
+
+
+class Unprocessable(InvalidInput):
+    """Input that is well-formed but can never be stored or acted on (422): retrying it
+    would fail the same way for ever."""
+
+    error = "unprocessable"

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     smtp_starttls: bool | None = None
 
     db_pool_size: int = Field(default=10, ge=1)
+    # Bounded time (DESIGN.md "Least privilege and bounded time"): a webhook is committed
+    # or answered 503 within the deadline; the database bounds every statement, every lock
+    # wait and every transaction left idle by a stuck client (receiver/db/engine.py).
+    request_deadline_seconds: float = Field(default=5.0, gt=0, le=300)
+    db_statement_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_lock_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_idle_in_transaction_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("database_url")

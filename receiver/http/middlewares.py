@@ -8,7 +8,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from receiver.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, ReceiverError
+from receiver.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    InvalidInput,
+    NotFound,
+    ReceiverError,
+    Unprocessable,
+)
 from receiver.http.auth import (
     PRINCIPAL,
     Principal,
@@ -28,6 +35,7 @@ WEBHOOK_PATH = "/v1/alertmanager"
 # How each kind of service error is answered. 503 is the only transient answer:
 # Alertmanager retries 5xx and gives up at once on every 4xx.
 STATUS_OF: dict[type[ReceiverError], int] = {
+    Unprocessable: 422,
     InvalidInput: 400,
     NotFound: 404,
     Conflict: 409,

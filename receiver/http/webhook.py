@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from receiver import keys
+from receiver.db.transaction import deadline
 from receiver.http.parsing import json_response, parse_model, read_json_body
 from receiver.http.schemas import WebhookPayload, WebhookSummary
 from receiver.metrics import Metrics
@@ -16,8 +17,11 @@ from receiver.service.ingest import IngestResult, WebhookDelivery, ingest_webhoo
 async def alertmanager_webhook(request: web.Request) -> web.Response:
     app = request.app
     metrics = app[keys.METRICS]
-    with metrics.processing.time():
-        body = await read_json_body(request, max_bytes=app[keys.SETTINGS].max_body_bytes)
+    settings = app[keys.SETTINGS]
+    # Committed, or 503 with Retry-After, within the deadline; a 200 only after the commit
+    # returned (db/transaction.py, in_transaction, on cancellation and late commits).
+    with metrics.processing.time(), deadline(settings.request_deadline_seconds):
+        body = await read_json_body(request, max_bytes=settings.max_body_bytes)
         payload = parse_model(WebhookPayload, body)
         config = app[keys.CONFIG]
         delivery = _delivery(payload, tenant_label=config.tenant_label)
