@@ -7,6 +7,7 @@ once, before the sweeper has persisted it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -23,6 +24,19 @@ class BreakerView:
         # Encoded answers of the HTTP layer, by tenant, each with the row it was made
         # from: valid while that very row object is the one stored.
         self.encoded: dict[str, tuple[Breaker, bytes]] = {}
+        # When the database was last heard from (monotonic): the listener's reload, a
+        # notification or its heartbeat. Never heard: the age counts from creation.
+        self._heard_at = time.monotonic()
+
+    def heard(self) -> None:
+        """The listener has just heard from the database: the view is current."""
+        self._heard_at = time.monotonic()
+
+    def age_ms(self) -> int:
+        """Milliseconds since the view last heard from the database (`view_age_ms`): a
+        few seconds at most while the listener follows (its heartbeat is every 5 s);
+        growing while the listener is cut off, when the view may be stale."""
+        return int((time.monotonic() - self._heard_at) * 1000)
 
     def replace_all(self, rows: Iterable[Versioned]) -> None:
         rows = list(rows)

@@ -3,6 +3,11 @@
 The gateways read it thousands of times a second, so it can also be had pre-encoded:
 `encoded_breaker` keeps a closed breaker's bytes beside the row they were made from, and
 answers a tenant without a row from a constant template around its id.
+
+Every answer ends with `view_age_ms`, the milliseconds since this replica's view last
+heard from the database (BreakerView.age_ms): a gateway can tell a current answer from
+one a cut-off replica keeps serving. It is the one field that changes with every read, so
+the cached bytes stop before it and each read appends it (one small bytes formatting).
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ from receiver.domain import breaker as domain
 from receiver.domain.breaker import Breaker, BreakerPolicy, BreakerState
 
 
-def breaker_json(b: Breaker, policy: BreakerPolicy) -> dict[str, Any]:
+def breaker_json(b: Breaker, policy: BreakerPolicy, *, view_age_ms: int) -> dict[str, Any]:
+    return {
+        **_fields(b, policy),
+        "view_age_ms": view_age_ms,
+    }
+
+
+def _fields(b: Breaker, policy: BreakerPolicy) -> dict[str, Any]:
     return {
         "tenant_id": b.tenant_id,
         "state": b.state.value,
@@ -36,7 +48,14 @@ def breaker_json(b: Breaker, policy: BreakerPolicy) -> dict[str, Any]:
 
 
 def _encode(b: Breaker, policy: BreakerPolicy) -> bytes:
-    return dumps_bytes(breaker_json(b, policy))
+    """The answer without its closing brace: `_finish` appends view_age_ms and the brace."""
+    encoded = dumps_bytes(_fields(b, policy))
+    assert encoded.endswith(b"}")
+    return encoded[:-1]
+
+
+def _finish(head: bytes, view: BreakerView) -> bytes:
+    return b'%b,"view_age_ms":%d}' % (head, view.age_ms())
 
 
 @lru_cache(maxsize=8)
@@ -59,10 +78,10 @@ def encoded_breaker(view: BreakerView, tenant_id: str) -> bytes:
     row = view.stored(tenant_id)
     if row is None:
         before, after = _unknown_tenant_template(view.policy)
-        return before + dumps_bytes(tenant_id) + after
+        return b'%b%b%b,"view_age_ms":%d}' % (before, dumps_bytes(tenant_id), after, view.age_ms())
     if row.state is BreakerState.CLOSED:
         hit = view.encoded.get(tenant_id)
         if hit is None or hit[0] is not row:
             hit = view.encoded[tenant_id] = (row, _encode(row, view.policy))
-        return hit[1]
-    return _encode(view.get(tenant_id, now=datetime.now(UTC)), view.policy)
+        return _finish(hit[1], view)
+    return _finish(_encode(view.get(tenant_id, now=datetime.now(UTC)), view.policy), view)

@@ -25,8 +25,13 @@ async def get_breaker(request: web.Request) -> web.Response:
 
 async def list_breakers(request: web.Request) -> web.Response:
     view = request.app[keys.VIEW]
-    rows = view.not_closed(now=datetime.now(UTC))
-    return json_response({"breakers": [breaker_json(b, view.policy) for b in rows]})
+    rows, age = view.not_closed(now=datetime.now(UTC)), view.age_ms()
+    return json_response(
+        {
+            "breakers": [breaker_json(b, view.policy, view_age_ms=age) for b in rows],
+            "view_age_ms": age,
+        }
+    )
 
 
 async def post_override(request: web.Request) -> web.Response:

@@ -45,7 +45,7 @@ async def get_health(request: web.Request) -> web.Response:
     )
     now = datetime.now(UTC)
     view = request.app[keys.VIEW]
-    breaker = breaker_json(view.get(tenant_id, now=now), view.policy)
+    breaker = breaker_json(view.get(tenant_id, now=now), view.policy, view_age_ms=view.age_ms())
     out = TenantHealthOut.of(health, breaker=breaker, now=now)
     return json_response(out.model_dump(mode="json"))
 
