@@ -67,15 +67,31 @@ def missing_packages() -> list[str]:
 # --- the processes ----------------------------------------------------------------------
 
 
+# tenant-1 gold (the one the story makes fail), tenant-6 noisy (15 % errors), tenant-7
+# bursty (35 % in 7 s bursts every 20 s, 5 % between): neither may ever be isolated.
+DEFAULT_TENANTS = (
+    "tenant-1:gold,tenant-2:silver,tenant-3:bronze,tenant-4:silver,tenant-5:bronze,"
+    "tenant-6:silver:0.15,tenant-7:silver:bursty"
+)
+BLACK_HOLE_RECEIVER = "black-hole"
+
+
 @dataclass(frozen=True)
 class StackOptions:
-    tenants: str = "6"  # TRAFFIC_TENANTS
+    tenants: str = DEFAULT_TENANTS  # TRAFFIC_TENANTS
     rate: float = 5.0  # queries a second per tenant
     # Short breaker periods so that recovery fits in the demo (defaults: 60 s and 60 s).
     breaker_open_seconds: float = 20.0
     probation_seconds: float = 10.0
     start_timeout: float = 90.0  # per service
     receiver_log_level: str = "INFO"
+    # Reconciliation with Alertmanager's API (RECEIVER_RECONCILE_SECONDS, default 30):
+    # short, so a lost delivery is recovered within seconds in the demo and the test.
+    reconcile_seconds: float = 2.0
+    # Alerts with this tenant_id are routed to a webhook nobody listens on: their
+    # deliveries are lost (Alertmanager retries, then gives up), and only reconciliation
+    # can tell the receiver about them (tests/e2e). None: no such route.
+    black_hole_tenant: str | None = None
 
 
 @dataclass
@@ -222,6 +238,8 @@ class Stack:
             "RECEIVER_BREAKER_OPEN_SECONDS": str(o.breaker_open_seconds),
             "RECEIVER_HALF_OPEN_PROBATION_SECONDS": str(o.probation_seconds),
             "RECEIVER_LOG_LEVEL": o.receiver_log_level,
+            "RECEIVER_ALERTMANAGER_URLS": self.endpoints.alertmanager_url,
+            "RECEIVER_RECONCILE_SECONDS": str(o.reconcile_seconds),
         }
 
     def _traffic_env(self) -> dict[str, str]:
@@ -265,6 +283,8 @@ class Stack:
                 COMPOSE_WEBHOOK_TOKEN: str(token),
             },
         )
+        if self.options.black_hole_tenant is not None:
+            config = _with_black_hole(config, self.options.black_hole_tenant)
         path = self.workdir / "alertmanager.yml"
         path.write_text(config)
         (self.workdir / "alertmanager-data").mkdir()
@@ -346,6 +366,24 @@ class Stack:
 
     def log_paths(self) -> dict[str, Path]:
         return {p.name: p.log for p in self._processes} | {"migrate": self.logs / "migrate.log"}
+
+
+def _with_black_hole(config: str, tenant: str) -> str:
+    """deploy/alertmanager.yml plus a first route sending `tenant`'s alerts to a webhook
+    on a port nobody listens on: every delivery of that group fails."""
+    route = (
+        "  routes:\n"
+        f"    - receiver: {BLACK_HOLE_RECEIVER}\n"
+        "      matchers:\n"
+        f'        - tenant_id="{tenant}"\n'
+    )
+    receiver = (
+        f"  - name: {BLACK_HOLE_RECEIVER}\n"
+        "    webhook_configs:\n"
+        f"      - url: http://127.0.0.1:{embedded_pg.free_port()}/v1/alertmanager\n"
+        "        send_resolved: true\n"
+    )
+    return _substitute(config, {"  routes:\n": route}) + "\n" + receiver
 
 
 def _substitute(text: str, replacements: dict[str, str]) -> str:

@@ -136,7 +136,8 @@ class Observer:
         """Webhook deliveries as the receiver recorded them (audit log, contract)."""
         rows = self.endpoints.sql(
             "SELECT id, occurred_at, action, tenant_id, details FROM audit_log"
-            " WHERE id > %s AND action IN ('alert.fired', 'alert.resolved') ORDER BY id",
+            " WHERE id > %s AND action IN ('alert.fired', 'alert.resolved', 'alert.reconciled')"
+            " ORDER BY id",
             self._audit_id,
         )
         events = []
@@ -144,8 +145,15 @@ class Observer:
             self._audit_id = max(self._audit_id, row_id)
             at = occurred_at.timestamp()
             name = (details or {}).get("alertname", "?")
-            verb = "firing" if action == "alert.fired" else "resolved"
-            text = f"receiver: Alertmanager delivered {name} {verb} for {tenant_id}"
+            if action == "alert.reconciled":
+                to = (details or {}).get("to", "?")
+                text = f"receiver: reconciliation with Alertmanager's API: {name} {to}"
+            else:
+                verb = "firing" if action == "alert.fired" else "resolved"
+                text = f"receiver: Alertmanager delivered {name} {verb}"
+                if (details or {}).get("reason") == "superseded":
+                    text += " (superseded by a newer instance)"
+            text += f" for {tenant_id}" if tenant_id else " (the heartbeat)" * (name == "Watchdog")
             mine = name == ISOLATING_ALERT and tenant_id == self.story.failing
             if action == "alert.fired" and mine and self.story.webhook_at is None:
                 self.story.webhook_at = at
@@ -294,6 +302,7 @@ def run_story(
     deadline: float,
     recover_after: float = 8.0,
     settle: float = 5.0,
+    error_ratio: float = 0.9,
     emit: Callable[[Event], None] = lambda _: None,
 ) -> Story:
     """Make `failing` fail, recover it `recover_after` seconds after its breaker opened, and
@@ -310,11 +319,12 @@ def run_story(
     observer = Observer(endpoints, story)
     for event in observer.poll():  # the state before anything fails
         record(event)
-    reply = endpoints.traffic("POST", f"/tenants/{failing}/fail")
+    reply = endpoints.traffic("POST", f"/tenants/{failing}/fail", {"error_ratio": error_ratio})
     if reply.status != 200:
         raise StackError(f"POST /tenants/{failing}/fail: {reply.status} {reply.body}")
     story.errors_started = _epoch(reply.body["failing_since"]) or time.time()
-    record(Event(story.errors_started, "errors", f"{failing}: every query fails from now on"))
+    what = "every query fails" if error_ratio >= 1 else f"{error_ratio:.0%} of its queries fail"
+    record(Event(story.errors_started, "errors", f"{failing}: {what} from now on"))
     done_at: float | None = None
     for _ in iter_poll(deadline):
         for event in observer.poll():
@@ -360,19 +370,21 @@ def say(text: str, at: float | None = None) -> None:
 
 
 def intro(options: StackOptions, failing: str) -> str:
+    count = len(options.tenants.split(","))
     return f"""\
 blast-radius demo: one tenant's failure contained, end to end, on 127.0.0.1
 
-  {options.tenants} tenants each send {options.rate:g} RAG queries a second through a gateway that
+  {count} tenants each send {options.rate:g} RAG queries a second through a gateway that
   asks the receiver for their circuit breaker (receiver.client). tenant-1 is gold, the
-  others silver or bronze; the last one is noisy (15 % errors, under the 50 % bar).
+  others silver or bronze; tenant-6 is noisy (15 % errors, under the 50 % bar) and tenant-7
+  bursty (35 % errors in 7-second bursts every 20 s, 5 % between): neither is isolated.
   Prometheus scrapes every 2 s and evaluates alert_rules/tenant_errors.rules.yml;
   Alertmanager posts its alerts to the receiver (deploy/*.yml, local addresses).
   Shortened for the demo: the breaker stays open {options.breaker_open_seconds:g} s and the
   half-open probation lasts {options.probation_seconds:g} s (RECEIVER_BREAKER_OPEN_SECONDS and
   RECEIVER_HALF_OPEN_PROBATION_SECONDS; both are 60 s by default).
 
-  The story: {failing} starts failing every query. Watch Prometheus notice, Alertmanager
+  The story: {failing} starts failing 90 % of its queries. Watch Prometheus notice, Alertmanager
   deliver, the receiver open {failing}'s breaker and an incident, the gateway shed it while
   the other tenants carry on; then {failing} is fixed, its breaker lets probes through
   (half-open), closes, and the incident resolves itself.
@@ -385,13 +397,13 @@ def summary(story: Story) -> list[str]:
     if detection is not None:
         lines.append(
             f"  detection: errors started -> breaker open in {detection:.1f} s"
-            " (budget 45 s, aim 30 s)"
+            " (budget 20 s for a tenant failing at 90 %)"
         )
     else:
         lines.append("  the breaker never opened")
     if story.alert_firing_at and story.errors_started and story.opened_at:
         lines.append(
-            "  of which Prometheus (scrape, 30 s window, for: 10s) took"
+            "  of which Prometheus (scrape, 6 s fast-burn window, for: 10s) took"
             f" {story.alert_firing_at - story.errors_started:.1f} s, and Alertmanager and the"
             f" receiver {story.opened_at - story.alert_firing_at:.1f} s more"
         )

@@ -13,7 +13,9 @@ on it); they are counted in `rag_queries_shed_total{tenant_id}`.
 
 Failures are deterministic, not random: a tenant with error ratio r fails exactly r of
 its queries, evenly spread, so its ratio over any window is r and a test can rely on a
-noisy tenant (15 % by default) never looking like a failing one.
+noisy tenant (15 % by default) never looking like a failing one. A BURSTY tenant
+(`id:tier:bursty`) fails 35 % of its queries in 7-second bursts every 20 s and 5 %
+between: healthy, but with short spikes a detector must not mistake for a failure.
 
 Control:
     GET  /tenants                     every tenant: tier, mode, counts, breaker as seen
@@ -76,7 +78,7 @@ class TrafficSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=9100, ge=0, le=65535)
     # "6" (tenant-1 .. tenant-6, tiers and the noisy one chosen for you) or a list of
-    # id[:tier[:error_ratio]], e.g. "acme:gold,globex:silver:0.15,initech".
+    # id[:tier[:error_ratio|bursty]], e.g. "acme:gold,globex:silver:0.15,initech:bronze:bursty".
     tenants: str = "6"
     rate: float = Field(default=5.0, gt=0, le=1000)  # queries a second, per tenant
     noisy_error_ratio: float = Field(default=0.15, ge=0, le=1)
@@ -97,10 +99,25 @@ class TrafficSettings(BaseSettings):
 
 
 @dataclass(frozen=True)
+class Bursts:
+    """A healthy tenant with error bursts: `ratio` for `seconds` every `every` seconds,
+    `between` the rest of the time (the issue's: 35 % for 7 s every 20 s, 5 % between)."""
+
+    ratio: float = 0.35
+    seconds: float = 7.0
+    every: float = 20.0
+    between: float = 0.05
+
+    def ratio_at(self, elapsed: float) -> float:
+        return self.ratio if elapsed % self.every < self.seconds else self.between
+
+
+@dataclass(frozen=True)
 class TenantSpec:
     tenant_id: str
     tier: str
     error_ratio: float = 0.0  # the tenant's usual share of failed queries
+    bursts: Bursts | None = None
 
 
 def parse_tenants(spec: str, *, noisy_error_ratio: float = 0.15) -> list[TenantSpec]:
@@ -128,6 +145,10 @@ def parse_tenants(spec: str, *, noisy_error_ratio: float = 0.15) -> list[TenantS
         tier = tier or "silver"
         if tier not in TIERS:
             raise ValueError(f"TRAFFIC_TENANTS: {item!r}: tier must be one of {TIERS}")
+        if ratio == "bursty":
+            bursts = Bursts()
+            out.append(TenantSpec(tenant_id, tier, bursts.between, bursts))
+            continue
         error_ratio = float(ratio) if ratio else 0.0
         if not 0 <= error_ratio <= 1:
             raise ValueError(f"TRAFFIC_TENANTS: {item!r}: error ratio must be in [0, 1]")
@@ -149,10 +170,18 @@ class TenantState:
     shed: int = 0
     lost: int = 0  # no answer from the gateway at all
     _debt: float = field(default=0.0, repr=False)
+    _born: float = field(default_factory=time.monotonic, repr=False)
+
+    def current_ratio(self) -> float:
+        """The share failing now: a failure's, else the tenant's bursts or usual ratio."""
+        bursts = self.spec.bursts
+        if self.failing_since is None and bursts is not None:
+            return bursts.ratio_at(time.monotonic() - self._born)
+        return self.error_ratio
 
     def next_query_fails(self) -> bool:
-        """Exactly `error_ratio` of the queries fail, evenly spread."""
-        self._debt += self.error_ratio
+        """Exactly `current_ratio()` of the queries fail, evenly spread."""
+        self._debt += self.current_ratio()
         if self._debt >= 1.0 - 1e-9:
             self._debt -= 1.0
             return True
@@ -162,6 +191,8 @@ class TenantState:
     def mode(self) -> str:
         if self.failing_since is not None:
             return "failing"
+        if self.spec.bursts is not None:
+            return "bursty"
         return "noisy" if self.error_ratio > 0 else "healthy"
 
     def to_json(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ A small fake receiver stands in for the real one."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -148,3 +149,15 @@ async def test_the_gateway_counts_only_what_the_platform_served(
     assert (tenants["a"]["mode"], tenants["b"]["mode"]) == ("healthy", "noisy")
     assert (await client.post("/tenants/zz/fail")).status == 404
     assert (await client.post("/tenants/a/fail", json={"error_ratio": 7})).status == 422
+
+
+def test_a_bursty_tenant_bursts_to_35_percent_for_7_of_every_20_seconds() -> None:
+    (spec,) = parse("b:silver:bursty")
+    assert spec.bursts is not None and spec.error_ratio == 0.05
+    ratios = [spec.bursts.ratio_at(t / 10) for t in range(400)]  # 40 s, every 0.1 s
+    assert ratios.count(0.35) == 140 and ratios.count(0.05) == 260
+    tenant = TenantState(spec, spec.error_ratio)
+    assert tenant.mode == "bursty"
+    tenant.failing_since = datetime.now(UTC)
+    tenant.error_ratio = 0.9
+    assert tenant.current_ratio() == 0.9  # a failure overrides the bursts
