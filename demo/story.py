@@ -153,7 +153,10 @@ class Observer:
                 text = f"receiver: Alertmanager delivered {name} {verb}"
                 if (details or {}).get("reason") == "superseded":
                     text += " (superseded by a newer instance)"
-            text += f" for {tenant_id}" if tenant_id else " (the heartbeat)" * (name == "Watchdog")
+            if tenant_id:
+                text += f" for {tenant_id}"
+            elif name == "Watchdog":
+                text += " (the heartbeat)"
             mine = name == ISOLATING_ALERT and tenant_id == self.story.failing
             if action == "alert.fired" and mine and self.story.webhook_at is None:
                 self.story.webhook_at = at
