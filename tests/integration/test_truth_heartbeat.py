@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import API_HEADERS, load_fixture
@@ -148,3 +149,20 @@ async def test_a_heartbeat_off_does_nothing(app_client, sql):
     ready = await (await client.get("/readyz")).json()
     assert ready["heartbeat"]["status"] == "off"
     assert audit_rows(sql, "heartbeat.restored") == []
+
+
+def _readme_truth_queries() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("<!-- truth-sql:start -->") : text.index("<!-- truth-sql:end -->")]
+    return [block.split("```", 1)[0] for block in section.split("```sql")[1:]]
+
+
+async def test_the_readmes_heartbeat_and_reconciliation_queries_run(app_client, sql):
+    client = await app_client(heartbeat_timeout_seconds=TIMEOUT)
+    await lost_incident(client)
+    await post_webhook(client, watchdog())
+    reconciled_query, heartbeat_query = _readme_truth_queries()
+    assert sql(reconciled_query) == []  # nothing reconciled here (test_truth_reconcile does)
+    rows = sql(heartbeat_query)
+    assert [r[1] for r in rows] == ["heartbeat.lost", "heartbeat.restored"]
+    assert rows[0][2] is not None and rows[0][4] == str(TIMEOUT)
