@@ -260,7 +260,7 @@ async def supersede(
                 labels=labels,
                 annotations=annotations,
                 generator_url=generator_url,
-                role=_stored_role(isolating, platform, tenant_id),
+                role=stored_role(isolating=isolating, platform=platform, tenant_id=tenant_id),
                 tenant_id=tenant_id,
             ),
             by=by,
@@ -281,7 +281,7 @@ async def supersede(
     return sorted(out, key=lambda s: s.instance.key)
 
 
-def _stored_role(isolating: bool, platform: bool, tenant_id: str | None) -> AlertRole:
+def stored_role(*, isolating: bool, platform: bool, tenant_id: str | None) -> AlertRole:
     """The role a stored row was recorded with (its flags and tenant column)."""
     if platform:
         return AlertRole.PLATFORM

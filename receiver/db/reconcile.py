@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, text
+from sqlalchemy import delete, func, insert, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from receiver.db.ingest import stored_role
 from receiver.db.json import dumps
 from receiver.db.tables import Alert, ReconcileAbsent
 from receiver.db.tables import ReconcilerState as StateRow
-from receiver.domain.alerts import AlertInstance, AlertRole, AlertStatus
+from receiver.domain.alerts import AlertInstance, AlertStatus
 
 _ROW = 1
 InstanceKey = tuple[str, datetime]
@@ -164,12 +165,9 @@ async def stored_instances(
 
 
 def _instance(row: Any) -> AlertInstance:
-    if row["platform"]:
-        role = AlertRole.PLATFORM
-    elif row["isolating"]:
-        role = AlertRole.ISOLATING
-    else:
-        role = AlertRole.TENANT if row["tenant_id"] else AlertRole.OTHER
+    role = stored_role(
+        isolating=row["isolating"], platform=row["platform"], tenant_id=row["tenant_id"]
+    )
     return AlertInstance(
         fingerprint=row["fingerprint"],
         starts_at=row["starts_at"],
@@ -187,7 +185,7 @@ async def read(session: AsyncSession) -> ReconcilerRecord | None:
     row = (await session.execute(select(StateRow).where(StateRow.id == _ROW))).scalar_one_or_none()
     if row is None:
         return None
-    count = await session.scalar(select(text("count(*)")).select_from(ReconcileAbsent))
+    count = await session.scalar(select(func.count()).select_from(ReconcileAbsent))
     return ReconcilerRecord(
         last_poll_at=row.last_poll_at,
         last_complete_at=row.last_complete_at,
