@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import orjson
 from aiohttp import web
+
+_STARTED = time.monotonic()
 
 
 async def breaker(request: web.Request) -> web.Response:
@@ -31,6 +34,8 @@ async def breaker(request: web.Request) -> web.Response:
         "probe_failures": 0,
         "alert_firing": False,
         "changed_at": None,
+        # The receiver's view age, computed per answer as the receiver does.
+        "view_age_ms": int((time.monotonic() - _STARTED) * 1000) % 5000,
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 

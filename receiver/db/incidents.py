@@ -10,7 +10,20 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Select,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +51,45 @@ INCIDENT_LOCK = 7262023
 
 AlertKey = tuple[str, datetime]  # (fingerprint, startsAt): one alert instance
 _UNRESOLVED = Incident.status != IncidentStatus.RESOLVED.value
+
+# Lists of tenants and alert instances travel as array parameters, one per column: a
+# delivery of 10,000 alerts would otherwise build (and psycopg convert) an IN list or a
+# multi-row VALUES of 10,000 entries per statement, seconds of CPU under the guard lock.
+_ADD_MEMBERS = text(
+    """
+    INSERT INTO incident_tenants (incident_id, tenant_id, joined_at, cause)
+    SELECT :incident_id, t.tenant_id, :joined_at, t.cause
+    FROM unnest(CAST(:tenants AS text[]), CAST(:causes AS text[])) AS t(tenant_id, cause)
+    ON CONFLICT DO NOTHING
+    """
+)
+_LINK_ALERTS = text(
+    """
+    INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, linked_at)
+    SELECT :incident_id, k.fingerprint, k.starts_at, :linked_at
+    FROM unnest(CAST(:fingerprints AS text[]), CAST(:starts_at AS timestamptz[]))
+         AS k(fingerprint, starts_at)
+    ON CONFLICT DO NOTHING
+    RETURNING fingerprint, starts_at
+    """
+)
+_ALERT_NAMES = text(
+    """
+    SELECT a.fingerprint, a.starts_at, a.alertname, a.tenant_id
+    FROM unnest(CAST(:fingerprints AS text[]), CAST(:starts_at AS timestamptz[]))
+         AS k(fingerprint, starts_at)
+    JOIN alerts AS a ON a.fingerprint = k.fingerprint AND a.starts_at = k.starts_at
+    """
+)
+
+
+def _texts(name: str) -> Any:
+    return bindparam(name, type_=ARRAY(Text))
+
+
+def _key_arrays(keys: Iterable[AlertKey]) -> dict[str, list[Any]]:
+    keys = list(keys)
+    return {"fingerprints": [fp for fp, _ in keys], "starts_at": [s for _, s in keys]}
 
 
 def _record(row: Any, tenants: Sequence[str] = ()) -> IncidentRecord:
@@ -241,12 +293,12 @@ async def unresolved_memberships(
     stmt = (
         select(IncidentTenant.tenant_id, Incident.id)
         .join(Incident, Incident.id == IncidentTenant.incident_id)
-        .where(IncidentTenant.tenant_id.in_(wanted), _UNRESOLVED)
+        .where(IncidentTenant.tenant_id == any_(_texts("tenants")), _UNRESOLVED)
         .order_by(Incident.opened_at, Incident.id)
     )
     if lock:
         stmt = stmt.with_for_update(of=Incident, key_share=True)
-    rows = await session.execute(stmt)
+    rows = await session.execute(stmt, {"tenants": wanted})
     # Newest wins should two ever exist (they cannot under the incident lock).
     return dict(rows.tuples().all())
 
@@ -257,11 +309,15 @@ async def add_members(
     """Add tenants (tenant -> cause); one already a member stays as it was."""
     if not causes:
         return
-    rows = [
-        {"incident_id": incident_id, "tenant_id": t, "joined_at": joined_at, "cause": c}
-        for t, c in causes.items()
-    ]
-    await session.execute(pg_insert(IncidentTenant).values(rows).on_conflict_do_nothing())
+    await session.execute(
+        _ADD_MEMBERS,
+        {
+            "incident_id": incident_id,
+            "tenants": list(causes),
+            "causes": list(causes.values()),
+            "joined_at": joined_at,
+        },
+    )
 
 
 async def members(session: AsyncSession, incident_id: str) -> list[Member]:
@@ -353,17 +409,12 @@ async def link_alerts(
     session: AsyncSession, incident_id: str, keys: Iterable[AlertKey], *, linked_at: datetime
 ) -> list[AlertKey]:
     """Link alert instances; returns those that were not linked before."""
-    rows = [
-        {"incident_id": incident_id, "fingerprint": fp, "starts_at": s, "linked_at": linked_at}
-        for fp, s in sorted(set(keys))
-    ]
-    if not rows:
+    ordered = sorted(set(keys))
+    if not ordered:
         return []
     result = await session.execute(
-        pg_insert(IncidentAlert)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .returning(IncidentAlert.fingerprint, IncidentAlert.starts_at)
+        _LINK_ALERTS,
+        {"incident_id": incident_id, **_key_arrays(ordered), "linked_at": linked_at},
     )
     return list(result.tuples())
 
@@ -372,11 +423,9 @@ async def alert_names(
     session: AsyncSession, keys: Sequence[AlertKey]
 ) -> list[tuple[str, datetime, str, str | None]]:
     """(fingerprint, startsAt, alertname, tenant) of these alert instances."""
-    rows = await session.execute(
-        select(Alert.fingerprint, Alert.starts_at, Alert.alertname, Alert.tenant_id).where(
-            tuple_(Alert.fingerprint, Alert.starts_at).in_(list(keys))
-        )
-    )
+    if not keys:
+        return []
+    rows = await session.execute(_ALERT_NAMES, _key_arrays(keys))
     return list(rows.tuples())
 
 
@@ -384,8 +433,9 @@ async def firing_alert_keys(session: AsyncSession, tenants: Sequence[str]) -> li
     """The firing alert instances of these tenants."""
     rows = await session.execute(
         select(Alert.fingerprint, Alert.starts_at).where(
-            Alert.tenant_id.in_(tenants), Alert.status == "firing"
-        )
+            Alert.tenant_id == any_(_texts("tenants")), Alert.status == "firing"
+        ),
+        {"tenants": sorted(set(tenants))},
     )
     return list(rows.tuples())
 
@@ -394,9 +444,10 @@ async def firing_alertnames(session: AsyncSession, tenants: Iterable[str]) -> li
     """The distinct names of these tenants' firing alerts, sorted."""
     rows = await session.execute(
         select(Alert.alertname)
-        .where(Alert.tenant_id.in_(sorted(set(tenants))), Alert.status == "firing")
+        .where(Alert.tenant_id == any_(_texts("tenants")), Alert.status == "firing")
         .distinct()
-        .order_by(Alert.alertname)
+        .order_by(Alert.alertname),
+        {"tenants": sorted(set(tenants))},
     )
     return [n for (n,) in rows.tuples() if n]
 

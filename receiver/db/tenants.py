@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,8 +85,12 @@ async def tiers(session: AsyncSession, tenants: Iterable[str]) -> dict[str, Tier
     wanted = sorted(set(tenants))
     if not wanted:
         return {}
+    # One array parameter, not an IN list of every tenant of a large delivery.
     rows = await session.execute(
-        select(Tenant.tenant_id, Tenant.tier).where(Tenant.tenant_id.in_(wanted))
+        select(Tenant.tenant_id, Tenant.tier).where(
+            Tenant.tenant_id == any_(bindparam("wanted", type_=ARRAY(Text)))
+        ),
+        {"wanted": wanted},
     )
     known = {t: parse_tier(tier) for t, tier in rows.tuples()}
     return {t: known.get(t) for t in wanted}
