@@ -179,9 +179,7 @@ async def _every(seconds: float, what: str, step: Callable[[], Awaitable[None]])
 
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     async def sweep() -> None:
-        changed = await breaker_service.sweep(
-            sessions=app[SESSIONS], config=app[CONFIG], now=datetime.now(UTC)
-        )
+        changed = await breaker_service.sweep(sessions=app[SESSIONS], config=app[CONFIG])
         app[VIEW].apply(changed)
         for v in changed:
             app[METRICS].transitions.labels(to=v.breaker.state.value).inc()

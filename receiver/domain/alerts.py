@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 _FNV64_OFFSET = 0xCBF29CE484222325
@@ -44,10 +44,48 @@ class AlertRole(StrEnum):
     OTHER = "other"  # none of the above: recorded only
 
 
+# An instance that starts further than this ahead of the database's clock is not believed
+# (a clock gone wrong, a tool replaying with year 9999): it is audited and has no effect.
+# Stored, it would be every later real firing's "newer instance" and make them stale.
+MAX_AHEAD = timedelta(hours=1)
+
+
+def starts_too_far_ahead(alert: AlertInstance, *, now: datetime) -> bool:
+    return alert.starts_at > now + MAX_AHEAD
+
+
+# A tenant id is the tenant label's value, whatever it is, as long as it can be stored,
+# indexed and put in a URL path: at most this many bytes of UTF-8 and no control character.
+MAX_TENANT_ID_BYTES = 512
+
+
+def tenant_id_problem(value: str) -> str | None:
+    """Why `value` cannot be a tenant id; None when it can (DESIGN.md: "Any tenant id the
+    webhook accepts, the API serves")."""
+    if not value:
+        return "empty"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not valid UTF-8 (a lone surrogate)"
+    if size > MAX_TENANT_ID_BYTES:
+        return f"{size} bytes of UTF-8, over the limit of {MAX_TENANT_ID_BYTES}"
+    if any(c < " " or "\x7f" <= c <= "\x9f" for c in value):
+        return "contains a control character"
+    return None
+
+
+def tenant_of(labels: Mapping[str, str], *, tenant_label: str) -> str | None:
+    """The alert's tenant: its tenant label's value when usable, else None (an unusable
+    value is recorded with the labels and audited, and has no breaker effect)."""
+    value = labels.get(tenant_label)
+    return value if value and tenant_id_problem(value) is None else None
+
+
 def role_of(labels: Mapping[str, str], *, tenant_label: str) -> AlertRole:
     if labels.get("scope") == "platform":
         return AlertRole.PLATFORM
-    if labels.get(tenant_label):
+    if tenant_of(labels, tenant_label=tenant_label):
         if labels.get("isolate") == "true":
             return AlertRole.ISOLATING
         return AlertRole.TENANT
@@ -65,6 +103,9 @@ class AlertInstance:
     generator_url: str
     role: AlertRole
     tenant_id: str | None = field(default=None)
+    # Why the tenant label's value is not a usable tenant id (tenant_id_problem), when it
+    # is not: the alert is recorded and audited with it, and has no breaker effect.
+    tenant_problem: str | None = field(default=None)
 
     @property
     def key(self) -> tuple[str, datetime]:

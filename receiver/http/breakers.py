@@ -45,7 +45,6 @@ async def post_override(request: web.Request) -> web.Response:
         reason=body.reason,
         actor=actor(request, body.actor),
         config=app[keys.CONFIG],
-        now=datetime.now(UTC),
     )
     app[keys.VIEW].apply([saved])
     return await get_breaker(request)
@@ -63,7 +62,6 @@ async def post_outcomes(request: web.Request) -> web.Response:
         success=body.success,
         failure=body.failure,
         config=app[keys.CONFIG],
-        now=datetime.now(UTC),
     )
     if saved is not None:
         app[keys.VIEW].apply([saved])

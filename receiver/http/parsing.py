@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -95,15 +96,24 @@ async def read_model(request: web.Request, model: type[M], *, max_bytes: int = 1
 
 # The tenant path segment, empty included: aiohttp's default `{tenant_id}` needs at least one
 # character, so `/v1/tenants//breaker` would be a bare 404 instead of tenant_id_from's 400.
+# aiohttp matches on the path with %2F still encoded, so a tenant id with a slash
+# (`/v1/tenants/team%2Fa/breaker`) is one segment.
 TENANT = "{tenant_id:[^{}/]*}"
+_TENANT_SEGMENT = 3  # "", "v1", "tenants", the id
 
 
 def tenant_id_from(request: web.Request) -> str:
-    raw = request.match_info["tenant_id"]
+    """The tenant id of a /v1/tenants/{id}... path: the segment percent-decoded as UTF-8
+    (`Acme%20Corp` is "Acme Corp"), any value the webhook takes as a tenant."""
+    raw = request.raw_path.partition("?")[0].split("/")[_TENANT_SEGMENT]
     try:
-        return _TENANT_ID.validate_python(raw)
+        value = unquote(raw, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"invalid tenant id {raw[:80]!r}: not percent-encoded UTF-8") from exc
+    try:
+        return _TENANT_ID.validate_python(value)
     except ValidationError as exc:
         raise InvalidInput(
-            f"invalid tenant id {raw[:80]!r}: 1 to 128 characters, letters, digits and "
-            "._:@/- , starting with a letter or digit"
+            f"invalid tenant id {raw[:80]!r}: 1 to 512 bytes of UTF-8 without control "
+            "characters, percent-encoded in the path (/v1/tenants/Acme%20Corp/breaker)"
         ) from exc

@@ -19,7 +19,14 @@ from pydantic import (
 )
 
 from receiver.db import json
-from receiver.domain.alerts import AlertInstance, AlertStatus, fingerprint, role_of
+from receiver.domain.alerts import (
+    AlertInstance,
+    AlertStatus,
+    fingerprint,
+    role_of,
+    tenant_id_problem,
+    tenant_of,
+)
 from receiver.domain.analytics import IncidentAnalytics
 from receiver.domain.incident import IncidentRecord
 from receiver.domain.incident_detail import IncidentDetail, LinkedAlert
@@ -49,10 +56,16 @@ def _utc_representable(value: datetime) -> datetime:
 
 Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
-TenantId = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"),
-]
+
+def _usable_tenant_id(value: str) -> str:
+    problem = tenant_id_problem(value)
+    if problem is not None:
+        raise ValueError(f"not a usable tenant id: {problem}")
+    return value
+
+
+# Any value of the tenant label the webhook takes as a tenant (domain.alerts.tenant_of).
+TenantId = Annotated[str, AfterValidator(_usable_tenant_id)]
 
 
 class _Wire(BaseModel):
@@ -126,7 +139,8 @@ def to_instance(alert: WebhookAlert, *, tenant_label: str) -> AlertInstance:
         annotations=alert.annotations,
         generator_url=alert.generatorURL,
         role=role_of(labels, tenant_label=tenant_label),
-        tenant_id=labels.get(tenant_label) or None,
+        tenant_id=tenant_of(labels, tenant_label=tenant_label),
+        tenant_problem=tenant_id_problem(value) if (value := labels.get(tenant_label)) else None,
     )
 
 
@@ -142,6 +156,8 @@ class WebhookSummary(_Wire):
 
 
 # --- breakers and tenants ----------------------------------------------------------------
+
+MAX_HOURLY_COST = 999_999_999_999.99
 
 Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
@@ -166,7 +182,10 @@ class OutcomesIn(_Input):
 class TenantIn(_Input):
     tier: Literal["platinum", "gold", "silver", "bronze"]
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
-    hourly_cost: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None = None
+    # The column is numeric(14, 2): 1e12 itself (or anything that rounds to it) does not fit.
+    hourly_cost: Annotated[float, Field(ge=0, le=MAX_HOURLY_COST, allow_inf_nan=False)] | None = (
+        None
+    )
     admin_email: (
         Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None
     ) = None

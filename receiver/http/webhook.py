@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 
 from receiver import keys
@@ -25,9 +23,8 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         payload = parse_model(WebhookPayload, body)
         config = app[keys.CONFIG]
         delivery = _delivery(payload, tenant_label=config.tenant_label)
-        result = await ingest_webhook(
-            sessions=app[keys.SESSIONS], delivery=delivery, config=config, now=datetime.now(UTC)
-        )
+        # No clock from here: the transaction takes the database's (service/ingest.py).
+        result = await ingest_webhook(sessions=app[keys.SESSIONS], delivery=delivery, config=config)
         # Read your writes: this replica answers gateways with the new state at once.
         app[keys.VIEW].apply(result.breakers)
     _count(metrics, delivery, result)

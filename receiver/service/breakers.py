@@ -17,7 +17,7 @@ from receiver.config import ServiceConfig
 from receiver.db import breakers as breaker_rows
 from receiver.db.audit import ALERTMANAGER, SYSTEM, AuditTrail
 from receiver.db.breakers import Versioned
-from receiver.db.transaction import in_transaction
+from receiver.db.transaction import database_now, in_transaction
 from receiver.domain import breaker as domain
 from receiver.domain.alerts import AlertInstance, AlertRole
 from receiver.domain.breaker import (
@@ -188,13 +188,14 @@ async def record_outcomes(
     success: int,
     failure: int,
     config: ServiceConfig,
-    now: datetime,
 ) -> Versioned | None:
     """Probe results from a gateway. Only a half-open breaker counts them; None when
     nothing changed."""
 
     async def work(session: AsyncSession) -> Versioned | None:
         before = (await breaker_rows.lock_breakers(session, [tenant_id]))[tenant_id]
+        # The database's clock, read once the row is ours: every replica decides alike.
+        now = await database_now(session)
         out = domain.on_outcomes(
             before, success=success, failure=failure, now=now, policy=config.breaker
         )
@@ -217,10 +218,10 @@ async def override_breaker(
     reason: str,
     actor: str,
     config: ServiceConfig,
-    now: datetime,
 ) -> Versioned:
     async def work(session: AsyncSession) -> Versioned:
         before = (await breaker_rows.lock_breakers(session, [tenant_id]))[tenant_id]
+        now = await database_now(session)  # once the row is ours, like record_outcomes
         try:
             out = domain.override(
                 before, action=action, reason=reason, now=now, policy=config.breaker
@@ -257,7 +258,6 @@ async def sweep(
     *,
     sessions: async_sessionmaker[AsyncSession],
     config: ServiceConfig,
-    now: datetime,
     batch: int = 500,
 ) -> list[Versioned]:
     """Persist and audit the time-driven changes that have fallen due.
@@ -267,6 +267,8 @@ async def sweep(
     round."""
 
     async def work(session: AsyncSession) -> list[Versioned]:
+        # The database's clock: a replica whose clock runs ahead half-opens nothing early.
+        now = await database_now(session)
         due = await breaker_rows.lock_due(session, now=now, limit=batch)
         if not due:
             return []

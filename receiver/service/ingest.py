@@ -30,8 +30,15 @@ from receiver.db import ingest as ingest_rows
 from receiver.db.audit import ALERTMANAGER, AuditTrail
 from receiver.db.breakers import Versioned
 from receiver.db.ingest import Known, Superseded
-from receiver.db.transaction import in_transaction
-from receiver.domain.alerts import AlertInstance, AlertRole, AlertStatus, collapse_copies
+from receiver.db.transaction import database_now, in_transaction
+from receiver.domain.alerts import (
+    MAX_AHEAD,
+    AlertInstance,
+    AlertRole,
+    AlertStatus,
+    collapse_copies,
+    starts_too_far_ahead,
+)
 from receiver.domain.breaker import BreakerChanges
 from receiver.domain.reconcile import at_api_precision
 from receiver.service import breakers as breaker_service
@@ -116,16 +123,15 @@ async def ingest_webhook(
     sessions: async_sessionmaker[AsyncSession],
     delivery: WebhookDelivery,
     config: ServiceConfig,
-    now: datetime,
 ) -> IngestResult:
     async def work(session: AsyncSession) -> IngestResult:
-        return await _ingest(session, delivery=delivery, config=config, now=now)
+        return await _ingest(session, delivery=delivery, config=config)
 
     return await in_transaction(sessions, work, what="webhook delivery")
 
 
 async def _ingest(
-    session: AsyncSession, *, delivery: WebhookDelivery, config: ServiceConfig, now: datetime
+    session: AsyncSession, *, delivery: WebhookDelivery, config: ServiceConfig
 ) -> IngestResult:
     """Record the alerts, then let breakers and incidents follow their transitions."""
     instances = prepare(delivery.alerts)
@@ -134,6 +140,9 @@ async def _ingest(
     delivery_id, known = await ingest_rows.begin_delivery(
         session, [a.fingerprint for a in instances]
     )
+    # The database's clock (read by begin_delivery's statement, after the guard lock):
+    # replicas whose clocks disagree still make the same decisions.
+    now = await database_now(session)
     audit = AuditTrail(delivery_id=delivery_id)
 
     async def write(
@@ -212,11 +221,15 @@ async def apply_instances(
     """Record `instances` (prepared, guard lock taken when needed, `known` read after
     it), supersede older instances, audit, and let breakers and incidents follow. The
     caller flushes `audit`."""
+    instances = _believable(instances, auditor=auditor, now=now, audit=audit)
     stale = stale_firings(instances, known)
     fresh = [a for a in instances if a.key not in stale]
     transitioned = await write(fresh, [a.tenant_id for a in instances if a.tenant_id])
     applied = _sort_alerts(
         instances, stale=stale, transitioned=transitioned, auditor=auditor, audit=audit
+    )
+    _audit_unusable_tenants(
+        instances, applied.changed_keys, label=config.tenant_label, actor=auditor.actor, audit=audit
     )
     applied.superseded = await _supersede(session, fresh, known=known, now=now)
     for s in applied.superseded:
@@ -240,6 +253,51 @@ async def apply_instances(
         audit=audit,
     )
     return applied
+
+
+def _believable(
+    instances: Sequence[AlertInstance], *, auditor: AlertAuditor, now: datetime, audit: AuditTrail
+) -> list[AlertInstance]:
+    """The instances without those starting over MAX_AHEAD after `now` (the database's
+    clock): those are audited and otherwise ignored, neither stored nor compared, so they
+    trip nothing, supersede nothing and make no other instance stale. The delivery is
+    still 200: a 4xx would make Alertmanager drop its other alerts with it."""
+    kept = []
+    for a in instances:
+        if not starts_too_far_ahead(a, now=now):
+            kept.append(a)
+            continue
+        audit.add(
+            "alert.ignored",
+            actor=auditor.actor,
+            tenant_id=a.tenant_id,
+            status=a.status.value,
+            reason=f"startsAt is more than {MAX_AHEAD} ahead of the database clock ({now})",
+            **alert_details(a),
+        )
+    return kept
+
+
+def _audit_unusable_tenants(
+    instances: Sequence[AlertInstance],
+    changed: set[InstanceKey],
+    *,
+    label: str,
+    actor: str,
+    audit: AuditTrail,
+) -> None:
+    """An instance whose tenant label cannot be a tenant id is recorded without a tenant
+    (no breaker effect); its first recording says so."""
+    for a in instances:
+        if a.tenant_problem is not None and a.key in changed:
+            audit.add(
+                "alert.unusable_tenant",
+                actor=actor,
+                label=label,
+                problem=a.tenant_problem,
+                value=a.labels.get(label, "")[:100],
+                **alert_details(a),
+            )
 
 
 def stale_firings(instances: Sequence[AlertInstance], known: Known) -> set[InstanceKey]:

@@ -10,6 +10,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -20,7 +21,7 @@ from receiver.db import transaction
 from receiver.db.breakers import GUARD_LOCK
 from receiver.db.engine import KEEPALIVE_IDLE_SECONDS, create_engine, session_factory
 from receiver.errors import DatabaseUnavailable
-from tests.conftest import WEBHOOK_HEADERS, libpq, make_settings
+from tests.conftest import API_HEADERS, WEBHOOK_HEADERS, libpq, make_settings
 from tests.integration.helpers import firing, table_counts
 
 SLACK = 0.6  # scheduling and HTTP round trips on a busy test machine
@@ -259,3 +260,43 @@ async def test_a_commit_within_the_deadline_returns_its_result(probe_table, sql)
     with transaction.deadline(2):
         assert await transaction.in_transaction(probe_table, work, what="probe") == "done"
     assert probe_rows(sql) == [3]
+
+
+# --- the database's clock ------------------------------------------------------------------------
+
+
+class _SkewedDatetime(datetime):
+    """A replica whose clock runs a day ahead."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+        return datetime.now(tz) + timedelta(days=1)
+
+
+async def test_decisions_take_the_database_clock_not_the_replicas(client, sql, monkeypatch):
+    from receiver.http import breakers as breaker_handlers
+    from receiver.http import webhook as webhook_handler
+
+    monkeypatch.setattr(webhook_handler, "datetime", _SkewedDatetime, raising=False)
+    monkeypatch.setattr(breaker_handlers, "datetime", _SkewedDatetime, raising=False)
+    resp = await client.post(
+        "/v1/alertmanager", json=firing("tenant-clock"), headers=WEBHOOK_HEADERS
+    )
+    assert resp.status == 200, await resp.text()
+    ((skew,),) = sql(
+        "SELECT abs(extract(epoch FROM opened_at - now())) FROM breakers WHERE tenant_id = %s",
+        "tenant-clock",
+    )
+    assert skew < 60, f"opened_at is {skew:.0f}s off the database clock"
+
+    resp = await client.post(
+        "/v1/tenants/tenant-clock/breaker",
+        json={"action": "force_close", "reason": "checked", "actor": "ops"},
+        headers=API_HEADERS,
+    )
+    assert resp.status == 200, await resp.text()
+    ((skew,),) = sql(
+        "SELECT abs(extract(epoch FROM changed_at - now())) FROM breakers WHERE tenant_id = %s",
+        "tenant-clock",
+    )
+    assert skew < 60, f"changed_at is {skew:.0f}s off the database clock"

@@ -437,7 +437,8 @@ async def scrape(client: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 # --- refused input -------------------------------------------------------------------------
 
-LONG_ID = "t" * 300
+# Over 512 bytes of UTF-8 (a tenant id can have spaces, slashes, any printable text).
+LONG_ID = "t" * 513
 
 
 @pytest.mark.parametrize(
@@ -492,7 +493,7 @@ LONG_ID = "t" * 300
         ),
         (
             "post",
-            "/v1/tenants/has%20space/breaker",
+            "/v1/tenants/has%0Acontrol/breaker",
             {"action": "force_open", "reason": "r", "actor": "a"},
             400,
             "tenant id",
@@ -507,17 +508,18 @@ LONG_ID = "t" * 300
         ("post", f"/v1/tenants/{LONG_ID}/outcomes", {"success": 1, "failure": 0}, 400, "tenant id"),
         (
             "post",
-            "/v1/tenants/has%20space/outcomes",
+            "/v1/tenants/has%0Acontrol/outcomes",
             {"success": 1, "failure": 0},
             400,
             "tenant id",
         ),
         ("post", "/v1/tenants//outcomes", {"success": 1, "failure": 0}, 400, "tenant id"),
         ("put", f"/v1/tenants/{LONG_ID}", {"tier": "gold"}, 400, "tenant id"),
-        ("put", "/v1/tenants/has%20space", {"tier": "gold"}, 400, "tenant id"),
+        ("put", "/v1/tenants/has%0Acontrol", {"tier": "gold"}, 400, "tenant id"),
         ("put", "/v1/tenants/", {"tier": "gold"}, 400, "tenant id"),
         ("get", f"/v1/tenants/{LONG_ID}/breaker", None, 400, "tenant id"),
-        ("get", "/v1/tenants/has%20space/breaker", None, 400, "tenant id"),
+        ("get", "/v1/tenants/has%0Acontrol/breaker", None, 400, "tenant id"),
+        ("get", "/v1/tenants/not-utf-8-%FF/breaker", None, 400, "tenant id"),
         ("get", "/v1/tenants//breaker", None, 400, "tenant id"),
     ],
 )
