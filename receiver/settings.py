@@ -24,6 +24,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "database_url"),
         description="SQLAlchemy URL, postgresql+psycopg://user:pass@host:5432/db",
     )
+    # LISTEN needs a session of its own: behind PgBouncer in transaction mode, point this
+    # past it (straight at PostgreSQL). Empty: DATABASE_URL.
+    listen_database_url: str = ""
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
 
@@ -65,9 +68,13 @@ class Settings(BaseSettings):
     smtp_starttls: bool | None = None
 
     db_pool_size: int = Field(default=10, ge=1)
+    # psycopg prepares a statement on its connection after a few uses (faster). Behind a
+    # pooler that hands each transaction another server connection (PgBouncer < 1.21 in
+    # transaction mode) the prepared statement is not there: set false.
+    db_prepared_statements: bool = True
     log_level: str = "INFO"
 
-    @field_validator("database_url")
+    @field_validator("database_url", "listen_database_url")
     @classmethod
     def _psycopg_driver(cls, url: str) -> str:
         # Operators paste libpq URLs (postgres://, postgresql://); SQLAlchemy needs the driver.
@@ -117,6 +124,11 @@ class Settings(BaseSettings):
                 f"{names} not set: set the token(s) (or their _FILE variants), or "
                 "RECEIVER_ALLOW_UNAUTHENTICATED=true to run without authentication"
             )
+
+    @property
+    def listen_url(self) -> str:
+        """Where the breaker listener holds its LISTEN session."""
+        return self.listen_database_url or self.database_url
 
     @property
     def enabled_channels(self) -> list[str]:
