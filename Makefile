@@ -7,7 +7,7 @@ LOCALPG_DIR ?= .localpg
 LOCALPG_PORT ?= 55432
 PYTEST_ARGS ?=
 
-.PHONY: run test unit lint bench demo e2e system-deps clean stop-localpg
+.PHONY: run test unit lint bench demo e2e system-deps system-deps-topology kubernetes clean stop-localpg
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -42,9 +42,13 @@ stop-localpg:
 	@$(PY) -m receiver.embedded_pg stop --dir $(LOCALPG_DIR)
 
 # The whole suite against a real PostgreSQL (a private cluster per run), with promtool,
-# amtool and the end-to-end test on real Prometheus and Alertmanager binaries.
-test: $(STAMP) system-deps lint
+# amtool, the end-to-end test on real Prometheus and Alertmanager binaries and the
+# topology tests on real Patroni, etcd and PgBouncer.
+test: $(STAMP) system-deps-topology lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+system-deps-topology:
+	@scripts/system-deps.sh --with-topology
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
