@@ -9,20 +9,23 @@ Needs Debian's patroni, etcd-server and pgbouncer (scripts/system-deps.sh
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from receiver import embedded_pg, migrate
-from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
-from tests.integration.helpers import ServerProcess, server_env
-from tests.topology.servers import APP_DB, APP_PASSWORD, APP_USER, PatroniCluster
+from receiver import migrate
+from tests.integration.helpers import ServerProcess
+from tests.topology.servers import (
+    APP_DB,
+    APP_PASSWORD,
+    APP_USER,
+    PatroniCluster,
+    start_replicas,
+)
 
 MISSING = [b for b in ("patroni", "etcd", "pgbouncer", "setpriv") if shutil.which(b) is None]
 if MISSING or os.geteuid() != 0:
@@ -56,37 +59,6 @@ def patroni(workdir: Path) -> Iterator[PatroniCluster]:
         yield cluster
     finally:
         cluster.stop()
-
-
-REPLICA_ENV = {
-    "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
-    "RECEIVER_API_TOKEN": API_TOKEN,
-    # Many tenants trip in these tests: keep the mass-isolation guard out of the way.
-    "RECEIVER_MAX_ISOLATED_PERCENT": "100",
-}
-
-
-def start_replicas(workdir: Path, urls: list[str], **extra: str) -> list[ServerProcess]:
-    servers = []
-    for i, url in enumerate(urls):
-        port = embedded_pg.free_port()
-        env = server_env(url, port, **REPLICA_ENV, **extra)
-        name = "ab"[i]
-        servers.append(
-            ServerProcess(env=env, log_path=workdir / f"replica-{name}.log", port=port).start()
-        )
-
-    async def ready() -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-            await asyncio.gather(*(s.wait_ready(http) for s in servers))
-
-    try:
-        asyncio.run(ready())
-    except BaseException:
-        for s in servers:
-            s.stop()
-        raise
-    return servers
 
 
 @pytest.fixture(scope="module")

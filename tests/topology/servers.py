@@ -12,6 +12,7 @@ Every process here is started by the tests and stopped by them, by its own PID.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -28,10 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import psycopg
 import yaml
 
 from receiver import embedded_pg
+from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
+from tests.integration.helpers import ServerProcess, server_env
 
 T = TypeVar("T")
 
@@ -458,15 +462,16 @@ class PgBouncer:
         wait_for(connect, bool, within=30, what="pgbouncer to accept connections")
         return self
 
-    def show(self, what: str) -> list[tuple[Any, ...]]:
-        """SHOW <what> on pgbouncer's admin console."""
+    def show(self, what: str) -> list[dict[str, Any]]:
+        """SHOW <what> on pgbouncer's admin console, a dict per row."""
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=postgres dbname=pgbouncer",
             autocommit=True,
             prepare_threshold=None,
         ) as conn:
             cur = conn.execute(f"SHOW {what}")
-            return cur.fetchall()
+            names = [c.name for c in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def log(self) -> str:
         path = self.workdir / "pgbouncer.log"
@@ -474,3 +479,37 @@ class PgBouncer:
 
     def stop(self) -> None:
         _stop_process(self.proc)
+
+
+# --- receiver replicas ---------------------------------------------------------------------
+
+
+REPLICA_ENV = {
+    "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+    "RECEIVER_API_TOKEN": API_TOKEN,
+    # Many tenants trip in these tests: keep the mass-isolation guard out of the way.
+    "RECEIVER_MAX_ISOLATED_PERCENT": "100",
+}
+
+
+def start_replicas(workdir: Path, urls: list[str], **extra: str) -> list[ServerProcess]:
+    servers = []
+    for i, url in enumerate(urls):
+        port = embedded_pg.free_port()
+        env = server_env(url, port, **REPLICA_ENV, **extra)
+        name = "ab"[i]
+        servers.append(
+            ServerProcess(env=env, log_path=workdir / f"replica-{name}.log", port=port).start()
+        )
+
+    async def ready() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            await asyncio.gather(*(s.wait_ready(http) for s in servers))
+
+    try:
+        asyncio.run(ready())
+    except BaseException:
+        for s in servers:
+            s.stop()
+        raise
+    return servers
