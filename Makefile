@@ -64,6 +64,11 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy receiver
 
+# deploy/kubernetes/{prometheusrule,alertmanagerconfig}.yaml from alert_rules/ and
+# deploy/alertmanager.yml (tests/rules/test_kubernetes.py checks they are current).
+kubernetes: $(STAMP)
+	$(PY) scripts/gen-kubernetes.py
+
 bench: $(STAMP)
 	@scripts/system-deps.sh --with-bench
 	$(PY) -m bench
