@@ -39,7 +39,12 @@ from tests.integration.helpers import ServerProcess, server_env
 
 T = TypeVar("T")
 
-PG_BINDIR = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]).parent
+# The newest of Debian's PostgreSQL server packages (collection must not fail without one).
+PG_BINDIR = max(
+    (p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")),
+    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    default=Path("/usr/lib/postgresql/15/bin"),
+)
 SUPERUSER_PASSWORD = "topology-superuser"
 APP_USER = "receiver"
 APP_PASSWORD = "topology-receiver"
