@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -93,6 +94,7 @@ def bouncer(direct_url: str) -> Iterator[PgBouncer]:
         yield b
     finally:
         b.stop()
+        shutil.rmtree(b.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
