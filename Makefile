@@ -7,7 +7,7 @@ LOCALPG_DIR ?= .localpg
 LOCALPG_PORT ?= 55432
 PYTEST_ARGS ?=
 
-.PHONY: run test unit lint bench demo e2e system-deps clean stop-localpg lock
+.PHONY: run test unit lint bench demo e2e system-deps system-deps-topology kubernetes clean stop-localpg lock
 
 # Exact versions with their hashes (requirements*.lock); pyproject.toml keeps the ranges.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -58,9 +58,13 @@ stop-localpg:
 	@$(PY) -m receiver.embedded_pg stop --dir $(LOCALPG_DIR)
 
 # The whole suite against a real PostgreSQL (a private cluster per run), with promtool,
-# amtool and the end-to-end test on real Prometheus and Alertmanager binaries.
-test: $(STAMP) system-deps lint
+# amtool, the end-to-end test on real Prometheus and Alertmanager binaries and the
+# topology tests on real Patroni, etcd and PgBouncer.
+test: $(STAMP) system-deps-topology lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+system-deps-topology:
+	@scripts/system-deps.sh --with-topology
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
@@ -75,6 +79,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy receiver
+
+# deploy/kubernetes/{prometheusrule,alertmanagerconfig}.yaml from alert_rules/ and
+# deploy/alertmanager.yml (tests/rules/test_kubernetes.py checks they are current).
+kubernetes: $(STAMP)
+	$(PY) scripts/gen-kubernetes.py
 
 bench: $(STAMP)
 	@scripts/system-deps.sh --with-bench

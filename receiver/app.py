@@ -104,7 +104,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _breaker_listener(app: web.Application) -> AsyncIterator[None]:
-    listener = BreakerListener(app[SETTINGS].database_url, app[VIEW])
+    listener = BreakerListener(app[SETTINGS].listen_url, app[VIEW])
     app[LISTENER] = listener
     async with _running(listener.run(), name="breaker-listener"):
         # Serve with a loaded view when the database is there; if it is not, start anyway

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "database_url"),
         description="SQLAlchemy URL, postgresql+psycopg://user:pass@host:5432/db",
     )
+    # LISTEN needs a session of its own: behind PgBouncer in transaction mode, point this
+    # past it (straight at PostgreSQL). Empty: DATABASE_URL.
+    listen_database_url: str = ""
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
 
@@ -90,9 +93,13 @@ class Settings(BaseSettings):
     db_statement_timeout_seconds: float = Field(default=5.0, gt=0)
     db_lock_timeout_seconds: float = Field(default=2.0, gt=0)
     db_idle_in_transaction_timeout_seconds: float = Field(default=10.0, gt=0)
+    # psycopg prepares a statement on its connection after a few uses (faster). Behind a
+    # pooler that hands each transaction another server connection (PgBouncer < 1.21 in
+    # transaction mode) the prepared statement is not there: set false.
+    db_prepared_statements: bool = True
     log_level: str = "INFO"
 
-    @field_validator("database_url")
+    @field_validator("database_url", "listen_database_url")
     @classmethod
     def _psycopg_driver(cls, url: str) -> str:
         # Operators paste libpq URLs (postgres://, postgresql://); SQLAlchemy needs the driver.
@@ -184,6 +191,11 @@ class Settings(BaseSettings):
             for who, secret in self.operator_tokens.items()
         ]
         return found
+
+    @property
+    def listen_url(self) -> str:
+        """Where the breaker listener holds its LISTEN session."""
+        return self.listen_database_url or self.database_url
 
     @property
     def enabled_channels(self) -> list[str]:

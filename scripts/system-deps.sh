@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the service, the tests and the demo need, when missing:
-# PostgreSQL (server binaries), Prometheus and Alertmanager (Debian's packages), wrk.
+# PostgreSQL (server binaries), Prometheus and Alertmanager (Debian's packages); with
+# --with-bench wrk and pgbench; with --with-topology Patroni, etcd and PgBouncer (the
+# tests/topology servers: failover and connection pooling). Options combine.
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -9,10 +11,20 @@ have_pg() { command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg
 have_pg || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
-if [ "${1:-}" = "--with-bench" ]; then
-  command -v wrk >/dev/null 2>&1 || need+=(wrk)
-  command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
-fi
+for opt in "$@"; do
+  case "$opt" in
+    --with-bench)
+      command -v wrk >/dev/null 2>&1 || need+=(wrk)
+      command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
+      ;;
+    --with-topology)
+      command -v patroni >/dev/null 2>&1 || need+=(patroni)
+      command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+      command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
+      ;;
+    *) echo "unknown option: $opt (--with-bench, --with-topology)" >&2; exit 2 ;;
+  esac
+done
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

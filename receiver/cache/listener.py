@@ -15,6 +15,8 @@ import random
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import make_url
 
 from receiver.cache.breaker_view import BreakerView
@@ -36,10 +38,13 @@ STATEMENT_TIMEOUT_MS = 30_000
 APPLICATION_NAME = "receiver-listener"
 
 
-def libpq_url(sqlalchemy_url: str) -> str:
-    return (
-        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
+def libpq_conninfo(sqlalchemy_url: str) -> str:
+    """The libpq connection string SQLAlchemy's psycopg dialect would connect with, so the
+    listener reaches the same servers as the pool in every URL form SQLAlchemy accepts
+    (multi-host `?host=h1,h2&port=p1,p2` and `?host=h1:p1&host=h2:p2` included)."""
+    _, params = PGDialect_psycopg().create_connect_args(make_url(sqlalchemy_url))
+    params.pop("context", None)
+    return make_conninfo(**params)
 
 
 class HeartbeatTimeout(Exception):
@@ -48,7 +53,7 @@ class HeartbeatTimeout(Exception):
 
 class BreakerListener:
     def __init__(self, database_url: str, view: BreakerView) -> None:
-        self._conninfo = libpq_url(database_url)
+        self._conninfo = libpq_conninfo(database_url)
         self._connect_args = {
             **keepalive_args(),
             "options": server_options(database_url, statement_timeout=STATEMENT_TIMEOUT_MS),

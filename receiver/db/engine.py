@@ -72,7 +72,13 @@ def server_options(database_url: str, **gucs: int) -> str:
 
 def connect_args(settings: Settings) -> dict[str, Any]:
     """The psycopg connect keywords of the pool's connections."""
+    args: dict[str, Any] = {}
+    if not settings.db_prepared_statements:
+        # No server-side prepared statements: each statement is parsed where it runs,
+        # whichever server connection a transaction pooler gives the transaction.
+        args["prepare_threshold"] = None
     return {
+        **args,
         **keepalive_args(),
         "options": server_options(
             settings.database_url,
