@@ -20,6 +20,8 @@ class ServiceConfig:
     enabled_channels: frozenset[Channel] = frozenset()
     # Base URL of this receiver as people reach it, for links in notifications.
     public_url: str | None = None
+    # The operators' e-mail addresses (RECEIVER_EMAIL_TO): they hear everything.
+    email_to: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceConfig:
@@ -37,4 +39,5 @@ class ServiceConfig:
             correlation_window=timedelta(seconds=settings.correlation_window_seconds),
             enabled_channels=frozenset(Channel(c) for c in settings.enabled_channels),
             public_url=settings.public_url,
+            email_to=tuple(settings.email_recipients),
         )
