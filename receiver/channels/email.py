@@ -132,10 +132,12 @@ class EmailSender:
         if attempt.error is not None:
             raise attempt.error
         retryable = any(r.state == PENDING for r in recipients)
+        codes = sorted({r.reply[:3] for r in recipients if r.reply and r.reply[:3].isdigit()})
         raise DeliveryError(
             self.channel,
-            "not every recipient accepted",
+            "not every recipient accepted" + (f": SMTP {', '.join(codes)}" if codes else ""),
             retryable=retryable,
+            status=int(codes[0]) if codes else None,
             detail=describe_unaccepted(recipients),
         )
 

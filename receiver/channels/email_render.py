@@ -69,9 +69,10 @@ def domain_of(sender: str) -> str:
 
 def message_id(incident_id: str, key: str, sender: str) -> str:
     """`<INC-20240501-0001.<key>@<domain>>`: globally unique through `key` (random)."""
-    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in incident_id)
-    safe_key = "".join(c for c in key if c.isalnum()) or "0"
-    return f"<{safe}.{safe_key}@{domain_of(sender)}>"
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-._") else "_" for c in incident_id)
+    safe_key = "".join(c for c in key if c.isascii() and c.isalnum()) or "0"
+    domain = "".join(c for c in domain_of(sender) if c.isascii() and (c.isalnum() or c in "-."))
+    return f"<{safe}.{safe_key}@{domain or 'blast-radius-receiver.invalid'}>"
 
 
 def render_body(msg: IncidentMessage) -> str:
@@ -156,11 +157,12 @@ def render_message(
     em["From"] = sender
     em["To"] = ", ".join(recipients)
     em["Date"] = format_datetime(date or datetime.now(UTC))
-    em["Message-ID"] = message_id(msg.incident_id, message_key, sender)
+    # Raw, so that the folder does not move a long id to a line of its own.
+    em.set_raw("Message-ID", message_id(msg.incident_id, message_key, sender))
     if thread_key and thread_key != message_key:
         root = message_id(msg.incident_id, thread_key, sender)
-        em["In-Reply-To"] = root
-        em["References"] = root
+        em.set_raw("In-Reply-To", root)
+        em.set_raw("References", root)
     # RFC 3834: automatic message, so out-of-office replies are not sent back.
     em["Auto-Submitted"] = "auto-generated"
     em["X-Incident-ID"] = msg.incident_id

@@ -164,37 +164,35 @@ class OutboxWorker:
         claimed = await self._claim(allowed, channel=channel)
         self._pacer.take(channel, len(claimed))
         if claimed:
-            await asyncio.gather(*(self._deliver(c) for c in claimed))
+            await self._write(await asyncio.gather(*(self._deliver(c) for c in claimed)))
         return len(claimed)
 
     async def _stray_round(self) -> int:
         """Rows of channels without settings have nowhere to go: failed at once."""
         claimed = await self._claim(CLAIM_BATCH, channel=None, skip=list(self._senders))
+        outcomes = []
         for c in claimed:
-            await self._record_failed(
-                c, error=f"{c.channel.value} is not configured", retry=_Retry(None, "unconfigured")
-            )
+            error = f"{c.channel.value} is not configured"
+            outcomes.append(self._record_failed(c, error=error, retry=_Retry(None)))
             log.warning("notification dropped: channel not configured", extra=_context(c))
+        await self._write(outcomes)
         return len(claimed)
 
-    async def _deliver(self, claimed: Claimed) -> None:
+    async def _deliver(self, claimed: Claimed) -> _Outcome:
         sender = self._senders[claimed.channel]
         if claimed.recipients is not None and isinstance(sender, RecipientSender):
-            await self._deliver_to_recipients(claimed, sender)
-            return
+            return await self._deliver_to_recipients(claimed, sender)
         try:
             ref = await sender.send(claimed.message)
         except Exception as raised:
-            await self._failed(claimed, _as_delivery_error(claimed, raised))
-            return
-        await self._record_sent(claimed, provider_ref=ref)
+            return self._failed(claimed, _as_delivery_error(claimed, raised))
+        return self._record_sent(claimed, provider_ref=ref)
 
-    async def _deliver_to_recipients(self, claimed: Claimed, sender: RecipientSender) -> None:
+    async def _deliver_to_recipients(self, claimed: Claimed, sender: RecipientSender) -> _Outcome:
         current = claimed.recipients or ()
         pending = [r.address for r in with_state(current, PENDING)]
         if not pending:  # nothing left to do (a row written by hand, say)
-            await self._settle(claimed, current, reference="", error=None)
-            return
+            return self._settle(claimed, current, reference="", error=None)
         try:
             attempt = await sender.send_to(
                 claimed.message,
@@ -203,43 +201,42 @@ class OutboxWorker:
                 thread_key=claimed.thread_key,
             )
         except Exception as raised:
-            await self._failed(claimed, _as_delivery_error(claimed, raised), recipients=current)
-            return
+            return self._failed(claimed, _as_delivery_error(claimed, raised), recipients=current)
         merged = merge(current, attempt.outcomes)
-        await self._settle(claimed, merged, reference=attempt.reference, error=attempt.error)
+        return self._settle(claimed, merged, reference=attempt.reference, error=attempt.error)
 
-    async def _settle(
+    def _settle(
         self,
         claimed: Claimed,
         recipients: Sequence[Recipient],
         *,
         reference: str,
         error: DeliveryError | None,
-    ) -> None:
+    ) -> _Outcome:
         """Sent when all accepted; failed when none is pending; else retried."""
         if all_accepted(recipients):
-            await self._record_sent(claimed, provider_ref=reference or "250", recipients=recipients)
-            return
+            return self._record_sent(
+                claimed, provider_ref=reference or "250", recipients=recipients
+            )
         summary = describe_unaccepted(recipients)
         if not with_state(recipients, PENDING):
             exc = DeliveryError(
                 claimed.channel, "not delivered to every recipient", retryable=False
             )
-            await self._failed(claimed, exc, recipients=recipients, summary=summary)
-            return
+            return self._failed(claimed, exc, recipients=recipients, summary=summary)
         exc = error or DeliveryError(
             claimed.channel, "some recipients not accepted yet", retryable=True
         )
-        await self._failed(claimed, exc, recipients=recipients, summary=summary)
+        return self._failed(claimed, exc, recipients=recipients, summary=summary)
 
-    async def _failed(
+    def _failed(
         self,
         claimed: Claimed,
         exc: DeliveryError,
         *,
         recipients: Sequence[Recipient] | None = None,
         summary: str | None = None,
-    ) -> None:
+    ) -> _Outcome:
         now = datetime.now(UTC)
         throttled = exc.status == 429
         retry = self._retry(claimed, exc, now=now, throttled=throttled)
@@ -249,17 +246,17 @@ class OutboxWorker:
         if exc.config_error:
             self.health.configuration_error(claimed.channel, str(exc), now=now)
             log.error("notification channel misconfigured: %s", exc, extra={**_context(claimed)})
-        await self._record_failed(
+        log.warning(
+            "notification attempt failed",
+            extra={**_context(claimed), "error": error, "will_retry": retry.at is not None},
+        )
+        return self._record_failed(
             claimed,
             error=error,
             retry=retry,
             recipients=recipients,
             throttled=throttled,
             configuration_error=exc.config_error,
-        )
-        log.warning(
-            "notification attempt failed",
-            extra={**_context(claimed), "error": error, "will_retry": retry.at is not None},
         )
 
     def _retry(
@@ -291,28 +288,27 @@ class OutboxWorker:
             at = deadline  # one last try at the deadline
         return _Retry(at)
 
-    async def _record_sent(
+    def _record_sent(
         self,
         claimed: Claimed,
         *,
         provider_ref: str,
         recipients: Sequence[Recipient] | None = None,
-    ) -> None:
+    ) -> _Outcome:
         ref = provider_ref[:200]
         now = datetime.now(UTC)
         self.health.delivered(claimed.channel)
-        await self._record(
+        log.info("notification sent", extra=_context(claimed))
+        return _Outcome(
             claimed,
             "notification.sent",
             lambda session: outbox.mark_sent(
                 session, claimed.id, provider_ref=ref, now=now, recipients=recipients
             ),
-            provider_ref=ref,
-            **_recipient_details(claimed, recipients),
+            {"provider_ref": ref, **_recipient_details(claimed, recipients)},
         )
-        log.info("notification sent", extra=_context(claimed))
 
-    async def _record_failed(
+    def _record_failed(
         self,
         claimed: Claimed,
         *,
@@ -321,7 +317,7 @@ class OutboxWorker:
         recipients: Sequence[Recipient] | None = None,
         throttled: bool = False,
         configuration_error: bool = False,
-    ) -> None:
+    ) -> _Outcome:
         """One failed attempt: retried at `retry.at`, or given up on when it is None."""
         error = error[:1000]
         extra: dict[str, Any] = {}
@@ -329,7 +325,7 @@ class OutboxWorker:
             extra["throttled"] = True
         if configuration_error:
             extra["configuration_error"] = True
-        await self._record(
+        return _Outcome(
             claimed,
             "notification.failed",
             lambda session: outbox.mark_failed(
@@ -340,44 +336,53 @@ class OutboxWorker:
                 recipients=recipients,
                 throttled=throttled,
             ),
-            error=error,
-            will_retry=retry.at is not None,
-            retry_at=retry.at,
-            **extra,
-            **_recipient_details(claimed, recipients),
+            {
+                "error": error,
+                "will_retry": retry.at is not None,
+                "retry_at": retry.at,
+                **extra,
+                **_recipient_details(claimed, recipients),
+            },
         )
 
-    async def _record(
-        self,
-        claimed: Claimed,
-        action: str,
-        mark: Callable[[AsyncSession], Awaitable[None]],
-        **details: Any,
-    ) -> None:
-        """Mark the row and audit the attempt, in one transaction."""
-        tenant = (
-            claimed.audience[len(TENANT_PREFIX) :]
-            if claimed.audience.startswith(TENANT_PREFIX)
-            else None
-        )
+    async def _write(self, outcomes: Sequence[_Outcome]) -> None:
+        """Mark the rows and audit the attempts of a round, in one transaction."""
+        if not outcomes:
+            return
 
         async def work(session: AsyncSession) -> None:
-            await mark(session)
             audit = AuditTrail()
-            audit.add(
-                action,
-                actor=SYSTEM,
-                tenant_id=tenant,
-                incident_id=claimed.incident_id,
-                channel=claimed.channel.value,
-                event=claimed.event,
-                attempt=claimed.attempt,
-                notification_id=claimed.id,
-                **details,
-            )
+            for o in outcomes:
+                await o.mark(session)
+                c = o.claimed
+                audit.add(
+                    o.action,
+                    actor=SYSTEM,
+                    tenant_id=_tenant_of(c.audience),
+                    incident_id=c.incident_id,
+                    channel=c.channel.value,
+                    event=c.event,
+                    attempt=c.attempt,
+                    notification_id=c.id,
+                    **o.details,
+                )
             await audit.flush(session)
 
         await in_transaction(self._sessions, work, what="outbox record")
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one attempt came to: the row's mark and its audit row, written per round."""
+
+    claimed: Claimed
+    action: str
+    mark: Callable[[AsyncSession], Awaitable[None]]
+    details: dict[str, Any]
+
+
+def _tenant_of(audience: str) -> str | None:
+    return audience[len(TENANT_PREFIX) :] if audience.startswith(TENANT_PREFIX) else None
 
 
 def _context(claimed: Claimed) -> dict[str, Any]:

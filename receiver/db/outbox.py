@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from receiver.db.tables import Notification
@@ -120,28 +120,24 @@ async def lease_due(
     hears "resolve" before "trigger", while the e-mails to different audiences (each
     tenant's admins) go side by side; SKIP LOCKED lets replicas claim side by side."""
     n = Notification.__table__.alias("n")
-    earlier = Notification.__table__.alias("earlier")
+    p = Notification.__table__.alias("p")
+    # The head of each (incident, channel, audience) queue, from one aggregate over the
+    # pending rows, then its row by primary key: linear whatever the planner knows of the
+    # table (a "no earlier pending row" anti-join took seconds over 5,000 fresh rows).
+    heads = select(func.min(p.c.id).label("id")).where(p.c.status == "pending")
+    if channel is not None:
+        heads = heads.where(p.c.channel == channel.value)
+    if skip:
+        heads = heads.where(p.c.channel.not_in([c.value for c in skip]))
+    head = heads.group_by(p.c.incident_id, p.c.channel, p.c.audience).subquery("heads")
     due = (
         select(n.c.id)
-        .where(
-            n.c.status == "pending",
-            n.c.next_attempt_at <= now,
-            ~exists().where(
-                earlier.c.incident_id == n.c.incident_id,
-                earlier.c.channel == n.c.channel,
-                earlier.c.audience == n.c.audience,
-                earlier.c.status == "pending",
-                earlier.c.id < n.c.id,
-            ),
-        )
+        .join(head, n.c.id == head.c.id)
+        .where(n.c.status == "pending", n.c.next_attempt_at <= now)
         .order_by(n.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=n)
     )
-    if channel is not None:
-        due = due.where(n.c.channel == channel.value)
-    if skip:
-        due = due.where(n.c.channel.not_in([c.value for c in skip]))
     rows = await session.execute(
         update(Notification)
         .where(Notification.id.in_(due.scalar_subquery()))
