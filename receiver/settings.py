@@ -115,8 +115,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _smtp_tls_agrees(self) -> Settings:
-        legacy = None if self.smtp_starttls is None else self.smtp_tls_mode_of_starttls()
-        if self.smtp_tls is not None and legacy is not None and legacy != self.smtp_tls:
+        # STARTTLS=true wants STARTTLS; STARTTLS=false only rules STARTTLS out (implicit
+        # TLS never issues it).
+        tls, starttls = self.smtp_tls, self.smtp_starttls
+        if tls is not None and starttls is not None and (tls == "starttls") != starttls:
             raise SettingsError(
                 f"RECEIVER_SMTP_TLS={self.smtp_tls} contradicts "
                 f"RECEIVER_SMTP_STARTTLS={str(self.smtp_starttls).lower()}: set one of them"

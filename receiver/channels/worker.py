@@ -57,8 +57,9 @@ from receiver.errors import ReceiverError
 
 log = logging.getLogger(__name__)
 
-# Rows claimed per round and channel (each round sends them concurrently).
-CLAIM_BATCH = 20
+# Rows claimed per round and channel at most (each round sends them concurrently; the
+# pacer usually allows fewer).
+CLAIM_BATCH = 50
 
 #: How long each channel keeps trying a notification, from when it was queued.
 DEFAULT_GIVE_UP_SECONDS: Mapping[Channel, float] = {
