@@ -19,6 +19,8 @@ from receiver.cache.breaker_view import BreakerView
 from receiver.cache.listener import BreakerListener
 from receiver.channels import build_senders
 from receiver.channels.base import Sender
+from receiver.channels.health import ChannelHealth
+from receiver.channels.pacing import Pacer
 from receiver.channels.worker import OutboxWorker, RetryPolicy
 from receiver.config import ServiceConfig
 from receiver.db.engine import create_engine, session_factory
@@ -28,6 +30,7 @@ from receiver.http import analytics, breakers, incidents, ops, tenants, webhook
 from receiver.http.auth import TokenRegistry
 from receiver.http.middlewares import auth_middleware, error_middleware
 from receiver.keys import (
+    CHANNEL_HEALTH,
     CONFIG,
     ENGINE,
     HTTP_CLIENT,
@@ -128,11 +131,15 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
         smtp_port=settings.smtp_port,
         email_from=settings.email_from,
         email_to=settings.email_to,
-        smtp_start_tls=settings.smtp_starttls,
+        smtp_tls=settings.smtp_tls_mode,
+        smtp_ca_file=None if settings.smtp_ca_file is None else str(settings.smtp_ca_file),
+        smtp_max_recipients=settings.smtp_max_recipients,
         smtp_username=settings.smtp_username,
         smtp_password=_secret(settings.smtp_password),
     )
     app[SENDERS] = senders
+    health = ChannelHealth()
+    app[CHANNEL_HEALTH] = health
     log.info(
         "notification channels",
         extra={"enabled": sorted(c.value for c in senders) or "none"},
@@ -141,11 +148,24 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
         sessions=app[SESSIONS],
         senders=senders,
         policy=RetryPolicy(
-            max_attempts=settings.notify_max_attempts,
+            max_attempts=settings.notify_max_attempts or None,
             base_seconds=settings.notify_backoff_base_seconds,
             max_seconds=settings.notify_backoff_max_seconds,
+            give_up_seconds={
+                Channel.PAGERDUTY: settings.pagerduty_give_up_seconds,
+                Channel.SLACK: settings.slack_give_up_seconds,
+                Channel.EMAIL: settings.email_give_up_seconds,
+            },
         ),
         poll_seconds=settings.outbox_poll_seconds,
+        pacer=Pacer(
+            {
+                Channel.PAGERDUTY: settings.pagerduty_events_per_minute / 60,
+                Channel.SLACK: settings.slack_messages_per_second,
+                Channel.EMAIL: settings.email_messages_per_second,
+            }
+        ),
+        health=health,
     )
     async with _running(worker.run_forever(), name="outbox-worker"):
         yield

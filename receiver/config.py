@@ -24,6 +24,8 @@ class ServiceConfig:
     # pipeline is reported silent (None: off).
     heartbeat_alertname: str = "Watchdog"
     heartbeat_timeout: timedelta | None = timedelta(seconds=300)
+    # The operators' e-mail addresses (RECEIVER_EMAIL_TO): they hear everything.
+    email_to: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceConfig:
@@ -45,4 +47,5 @@ class ServiceConfig:
             heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout_seconds)
             if settings.heartbeat_timeout_seconds > 0
             else None,
+            email_to=tuple(settings.email_recipients),
         )

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from receiver.cache.breaker_view import BreakerView
 from receiver.cache.listener import BreakerListener
 from receiver.channels.base import Sender
+from receiver.channels.health import ChannelHealth
 from receiver.config import ServiceConfig
 from receiver.domain.notification import Channel
 from receiver.metrics import Metrics
@@ -25,3 +26,4 @@ LISTENER = web.AppKey("breaker_listener", BreakerListener)
 METRICS = web.AppKey("metrics", Metrics)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 SENDERS = web.AppKey("senders", dict[Channel, Sender])
+CHANNEL_HEALTH = web.AppKey("channel_health", ChannelHealth)

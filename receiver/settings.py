@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from receiver.domain.recipients import parse_addresses
+
+SmtpTls = Literal["implicit", "starttls", "none", "auto"]
 
 
 class SettingsError(ValueError):
@@ -77,13 +82,31 @@ class Settings(BaseSettings):
     email_from: str | None = None
     email_to: str | None = None
     public_url: str | None = None
-    notify_max_attempts: int = Field(default=8, ge=1)
+    # Retries give up by time (per channel, counted from when the row was queued); the
+    # attempt count is an optional extra cap (unset or 0: none). 429s are not counted.
+    notify_max_attempts: int | None = Field(default=None, ge=0)
     notify_backoff_base_seconds: float = Field(default=2.0, gt=0)
     notify_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    pagerduty_give_up_seconds: float = Field(default=3600.0, gt=0)
+    slack_give_up_seconds: float = Field(default=3600.0, gt=0)
+    email_give_up_seconds: float = Field(default=4 * 3600.0, gt=0)
+    # Pacing, per replica: PagerDuty takes about 120 events a minute per routing key,
+    # Slack about one message a second per webhook.
+    pagerduty_events_per_minute: float = Field(default=120.0, gt=0)
+    slack_messages_per_second: float = Field(default=1.0, gt=0)
+    email_messages_per_second: float = Field(default=10.0, gt=0)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    # Legacy switch, still honoured when RECEIVER_SMTP_TLS is unset: true = starttls,
+    # false = none, unset = STARTTLS when the server offers it.
     smtp_starttls: bool | None = None
+    # implicit (SMTPS, port 465), starttls (required), none, auto (STARTTLS if offered).
+    smtp_tls: SmtpTls | None = None
+    # CA bundle (PEM) to verify the SMTP server's certificate with, for a private CA.
+    smtp_ca_file: Path | None = None
+    # Recipients per SMTP transaction: RFC 5321 servers must take 100, may refuse more.
+    smtp_max_recipients: int = Field(default=100, ge=1, le=100)
 
     db_pool_size: int = Field(default=10, ge=1)
     # Bounded time (DESIGN.md "Least privilege and bounded time"): a webhook is committed
@@ -132,6 +155,33 @@ class Settings(BaseSettings):
         if token is not None and not token.get_secret_value().strip():
             return None
         return token
+
+    @field_validator("notify_max_attempts", "smtp_tls", "smtp_ca_file", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _smtp_tls_agrees(self) -> Settings:
+        # STARTTLS=true wants STARTTLS; STARTTLS=false only rules STARTTLS out (implicit
+        # TLS never issues it).
+        tls, starttls = self.smtp_tls, self.smtp_starttls
+        if tls is not None and starttls is not None and (tls == "starttls") != starttls:
+            raise SettingsError(
+                f"RECEIVER_SMTP_TLS={self.smtp_tls} contradicts "
+                f"RECEIVER_SMTP_STARTTLS={str(self.smtp_starttls).lower()}: set one of them"
+            )
+        return self
+
+    def smtp_tls_mode_of_starttls(self) -> SmtpTls:
+        if self.smtp_starttls is None:
+            return "auto"
+        return "starttls" if self.smtp_starttls else "none"
+
+    @property
+    def smtp_tls_mode(self) -> SmtpTls:
+        """RECEIVER_SMTP_TLS, else what RECEIVER_SMTP_STARTTLS means."""
+        return self.smtp_tls if self.smtp_tls is not None else self.smtp_tls_mode_of_starttls()
 
     @model_validator(mode="after")
     def _read_token_files(self) -> Settings:
@@ -216,7 +266,7 @@ class Settings(BaseSettings):
 
     @property
     def email_recipients(self) -> list[str]:
-        return [a.strip() for a in (self.email_to or "").split(",") if a.strip()]
+        return parse_addresses(self.email_to)
 
 
 MIN_TOKEN_CHARS = 16

@@ -7,37 +7,26 @@ its settings is simply absent, and its rows have nowhere to go.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from email.utils import getaddresses
 
 import aiohttp
 
-from receiver.channels.base import DeliveryError, Sender
-from receiver.channels.email import EmailSender
+from receiver.channels.base import DeliveryError, RecipientSender, Sender
+from receiver.channels.email import EmailSender, TlsMode
 from receiver.channels.pagerduty import DEFAULT_EVENTS_URL, PagerDutySender
 from receiver.channels.slack import SlackSender
 from receiver.domain.notification import Channel
+from receiver.domain.recipients import parse_addresses
 
 __all__ = [
     "DeliveryError",
     "EmailSender",
     "PagerDutySender",
+    "RecipientSender",
     "Sender",
     "SlackSender",
     "build_senders",
     "parse_addresses",
 ]
-
-
-def parse_addresses(value: str | Sequence[str] | None) -> list[str]:
-    """Bare addresses from 'a@x, Ops Team <b@y>' or a list of such strings.
-
-    Quoted display names may contain commas ('"Doe, Jane" <j@x>'), so this parses
-    addresses properly instead of splitting on commas.
-    """
-    if value is None:
-        return []
-    items = [value] if isinstance(value, str) else list(value)
-    return [addr.strip() for _, addr in getaddresses(items) if addr.strip()]
 
 
 def build_senders(
@@ -55,11 +44,16 @@ def build_senders(
     smtp_start_tls: bool | None = None,
     smtp_username: str | None = None,
     smtp_password: str | None = None,
+    smtp_tls: TlsMode | None = None,
+    smtp_ca_file: str | None = None,
+    smtp_max_recipients: int = 100,
 ) -> dict[Channel, Sender]:
     """The configured senders. Empty strings count as unset (an empty env variable).
 
     Slack needs the webhook URL, PagerDuty the routing key (the events URL defaults to
-    PagerDuty's), e-mail needs host, from and at least one to-address.
+    PagerDuty's), e-mail needs host, from and at least one to-address. `smtp_tls` wins
+    over the older `smtp_use_tls` (implicit) and `smtp_start_tls` (True: starttls,
+    False: none, None: auto).
     """
     senders: dict[Channel, Sender] = {}
     if slack_webhook_url:
@@ -73,15 +67,26 @@ def build_senders(
         )
     recipients = parse_addresses(email_to)
     if smtp_host and email_from and recipients:
+        if smtp_tls is None:
+            smtp_tls = _legacy_tls(use_tls=smtp_use_tls, start_tls=smtp_start_tls)
         senders[Channel.EMAIL] = EmailSender(
             smtp_host,
             smtp_port or 25,
             sender=email_from,
             recipients=recipients,
             timeout=timeout,
-            use_tls=smtp_use_tls,
-            start_tls=smtp_start_tls,
+            tls=smtp_tls,
+            ca_file=smtp_ca_file or None,
             username=smtp_username or None,
             password=smtp_password or None,
+            max_recipients=smtp_max_recipients,
         )
     return senders
+
+
+def _legacy_tls(*, use_tls: bool, start_tls: bool | None) -> TlsMode:
+    if use_tls:
+        return "implicit"
+    if start_tls is None:
+        return "auto"
+    return "starttls" if start_tls else "none"

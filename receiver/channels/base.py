@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 
 from receiver.domain.notification import Channel, IncidentMessage
+from receiver.domain.recipients import Recipient
 
 #: How much of a provider's answer goes into an error message.
 EXCERPT_CHARS = 300
@@ -21,7 +23,9 @@ class DeliveryError(Exception):
     than 408/429, SMTP 5xx, bad configuration). `status` is the HTTP status or SMTP reply
     code when there was one; `retry_after` is the provider's requested delay in seconds
     (HTTP Retry-After), if it gave one. The message never contains secrets (webhook
-    URLs, routing keys, passwords).
+    URLs, routing keys, passwords). `config_error` marks what only the operator can fix
+    (a certificate that does not verify, credentials refused): never retried, logged as
+    an error and shown in /readyz.
     """
 
     def __init__(
@@ -33,6 +37,7 @@ class DeliveryError(Exception):
         status: int | None = None,
         detail: str | None = None,
         retry_after: float | None = None,
+        config_error: bool = False,
     ) -> None:
         self.channel = channel
         self.reason = reason
@@ -40,10 +45,13 @@ class DeliveryError(Exception):
         self.status = status
         self.detail = detail
         self.retry_after = retry_after
+        self.config_error = config_error
         super().__init__(self._render())
 
     def _render(self) -> str:
         kind = "retryable" if self.retryable else "permanent"
+        if self.config_error:
+            kind = "configuration error"
         parts = [f"{self.channel} delivery failed ({kind}"]
         if self.retry_after is not None:
             parts.append(f", retry after {self.retry_after:g}s")
@@ -62,6 +70,7 @@ class DeliveryError(Exception):
                 self.status,
                 self.detail,
                 self.retry_after,
+                self.config_error,
             ),
         )
 
@@ -73,6 +82,7 @@ def _rebuild_delivery_error(
     status: int | None,
     detail: str | None,
     retry_after: float | None,
+    config_error: bool = False,
 ) -> DeliveryError:
     return DeliveryError(
         channel,
@@ -81,6 +91,7 @@ def _rebuild_delivery_error(
         status=status,
         detail=detail,
         retry_after=retry_after,
+        config_error=config_error,
     )
 
 
@@ -96,6 +107,35 @@ class Sender(Protocol):
     channel: Channel
 
     async def send(self, msg: IncidentMessage) -> str: ...
+
+
+@dataclass(frozen=True)
+class RecipientsAttempt:
+    """What one attempt to deliver an e-mail to some recipients came to.
+
+    `outcomes` has an entry for every recipient the server answered for (accepted,
+    refused for good, or refused for now: pending); the others were not reached. `error`
+    is what cut the attempt short (a dropped connection, a refused DATA), if anything."""
+
+    outcomes: Mapping[str, Recipient]
+    reference: str = ""
+    error: DeliveryError | None = None
+
+
+@runtime_checkable
+class RecipientSender(Protocol):
+    """A sender that reports on each recipient (e-mail): the outbox keeps their states."""
+
+    channel: Channel
+
+    async def send_to(
+        self,
+        msg: IncidentMessage,
+        recipients: Sequence[str],
+        *,
+        message_key: str,
+        thread_key: str | None,
+    ) -> RecipientsAttempt: ...
 
 
 # --- helpers shared by the HTTP senders -----------------------------------------------

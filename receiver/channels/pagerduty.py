@@ -6,7 +6,9 @@ re-triggers (escalation, SLA breach), acknowledge and resolve all address the sa
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -21,6 +23,8 @@ from receiver.domain.notification import (
     format_time,
     headline,
     tenant_line,
+    tenants_by_tier,
+    tier_counts,
     what_happened,
 )
 from receiver.domain.tiers import Priority
@@ -31,6 +35,17 @@ DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 SUMMARY_MAX = 1024
 DEDUP_KEY_MAX = 255
+#: The Events API refuses bodies over 512 KB; a trigger stays far below, whatever the
+#: number of tenants (tests/integration/test_channels.py sends 5,000).
+BODY_MAX_BYTES = 512 * 1024
+BODY_BUDGET_BYTES = 64 * 1024
+TENANTS_LISTED = 20
+TENANT_LINE_MAX = 300
+TEXT_MAX = 2000
+URL_MAX = 2048
+RUNBOOKS_MAX = 10
+#: The severities the Events API accepts.
+SEVERITIES = frozenset({"critical", "error", "warning", "info"})
 
 _ACTIONS: dict[NotificationEvent, str] = {
     NotificationEvent.OPENED: "trigger",
@@ -45,6 +60,12 @@ SEVERITY: dict[Priority, str] = {
     Priority.P1: "error",
     Priority.P2: "warning",
 }
+
+
+def severity(msg: IncidentMessage) -> str:
+    """PagerDuty's severity for `msg`: one of SEVERITIES, whatever the priority."""
+    value = SEVERITY.get(msg.priority, "critical")
+    return value if value in SEVERITIES else "critical"
 
 
 def event_action(event: NotificationEvent) -> str:
@@ -80,7 +101,7 @@ def render_event(msg: IncidentMessage, *, routing_key: str) -> dict[str, Any]:
     body["payload"] = {
         "summary": summary,
         "source": SOURCE,
-        "severity": SEVERITY[msg.priority],
+        "severity": severity(msg),
         "component": component,
         "group": "tenant-isolation" if msg.tenants else "platform",
         "class": msg.event.value,
@@ -94,13 +115,17 @@ def render_event(msg: IncidentMessage, *, routing_key: str) -> dict[str, Any]:
     links = _links(msg)
     if links:
         body["links"] = links
-    return body
+    return _fit(body, msg)
 
 
-def _custom_details(msg: IncidentMessage) -> dict[str, Any]:
-    """What a trigger's payload tells the responder beyond its summary."""
+def _custom_details(msg: IncidentMessage, *, listed: int = TENANTS_LISTED) -> dict[str, Any]:
+    """What a trigger's payload tells the responder beyond its summary: the first
+    `listed` tenants by tier, how many there are in all, and a link to the incident
+    (whose page lists them all). Bounded whatever the number of tenants."""
+    ordered = tenants_by_tier(msg.tenants)
+    shown = ordered[:listed]
     details: dict[str, Any] = {
-        "what_happened": what_happened(msg),
+        "what_happened": _clip(what_happened(msg), TEXT_MAX),
         "incident_id": msg.incident_id,
         "event": msg.event.value,
         "priority": msg.priority.value,
@@ -108,32 +133,52 @@ def _custom_details(msg: IncidentMessage) -> dict[str, Any]:
         "opened_at": msg.opened_at.isoformat(),
         "ack_due_at": msg.ack_due_at.isoformat(),
         "ack_due": format_time(msg.ack_due_at),
-        "tenants": [
-            {
-                "tenant_id": t.tenant_id,
-                "name": t.name,
-                "tier": None if t.tier is None else t.tier.value,
-                "breaker_state": t.breaker_state,
-            }
-            for t in msg.tenants
-        ],
-        "tenant_summary": [tenant_line(t) for t in msg.tenants],
-        "runbooks": list(msg.runbook_urls),
+        "tenant_count": len(ordered),
+        "tenants_by_tier": tier_counts(ordered),
+        "tenants": [_clip(tenant_line(t), TENANT_LINE_MAX) for t in shown],
+        "tenants_not_listed": len(ordered) - len(shown),
+        "runbooks": _urls(msg.runbook_urls)[:RUNBOOKS_MAX],
     }
     if msg.previous_priority is not None:
         details["previous_priority"] = msg.previous_priority.value
     if msg.actor:
-        details["actor"] = msg.actor
+        details["actor"] = _clip(msg.actor, TENANT_LINE_MAX)
     if msg.note:
-        details["note"] = msg.note
+        details["note"] = _clip(msg.note, TEXT_MAX)
     if msg.incident_url:
         details["incident_url"] = msg.incident_url
     return details
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _urls(urls: Sequence[str]) -> list[str]:
+    return [u for u in urls if u and len(u) <= URL_MAX]
+
+
+def body_size(body: Mapping[str, Any]) -> int:
+    """Bytes of `body` as aiohttp sends it (json.dumps, ASCII-escaped)."""
+    return len(json.dumps(body).encode("utf-8"))
+
+
+def _fit(body: dict[str, Any], msg: IncidentMessage) -> dict[str, Any]:
+    """Keep a trigger within BODY_BUDGET_BYTES: list fewer tenants, then none and no
+    note. (Already small by construction; this holds it whatever the inputs.)"""
+    listed = TENANTS_LISTED
+    while body_size(body) > BODY_BUDGET_BYTES and listed > 0:
+        listed //= 2
+        body["payload"]["custom_details"] = _custom_details(msg, listed=listed)
+    if body_size(body) > BODY_BUDGET_BYTES:
+        body["payload"]["custom_details"].pop("note", None)
+        body.pop("links", None)
+    return body
+
+
 def _links(msg: IncidentMessage) -> list[dict[str, str]]:
     links: list[dict[str, str]] = []
-    runbooks = [u for u in msg.runbook_urls if u]
+    runbooks = _urls(msg.runbook_urls)[:RUNBOOKS_MAX]
     for i, url in enumerate(runbooks, start=1):
         links.append({"href": url, "text": "Runbook" if len(runbooks) == 1 else f"Runbook {i}"})
     if msg.incident_url:

@@ -20,6 +20,7 @@ from receiver.domain.notification import (
     headline,
     severity_word,
     tenant_line,
+    tenants_by_tier,
     what_happened,
 )
 
@@ -28,6 +29,8 @@ HEADER_MAX = 150
 SECTION_TEXT_MAX = 3000
 FIELD_TEXT_MAX = 2000
 FALLBACK_MAX = 3000
+CONTEXT_TEXT_MAX = 2000
+BLOCKS_MAX = 50
 
 _EMOJI = {
     NotificationEvent.OPENED: ":rotating_light:",
@@ -79,8 +82,23 @@ def slack_time(dt: datetime) -> str:
     return f"<!date^{int(dt.timestamp())}^{{date_short_pretty}} {{time}}|{format_time(dt)}>"
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters, ending in '…' when cut; never through an entity
+    ('&amp;') or a '<url|label>' / '<!date^...>' sequence, which Slack would show broken
+    or refuse: the cut moves back to before it."""
+    if len(text) <= limit:
+        return text
+    head = text[: max(limit - 1, 0)]
+    opened = head.rfind("<")
+    if opened != -1 and ">" not in head[opened:]:
+        head = head[:opened]
+    amp = head.rfind("&")
+    if amp != -1 and ";" not in head[amp:]:
+        head = head[:amp]
+    return head + "…"
+
+
+_clip = clip
 
 
 def _bulleted(title: str, lines: list[str], limit: int) -> str:
@@ -134,7 +152,7 @@ def render_payload(msg: IncidentMessage) -> dict[str, Any]:
     ]
 
     if msg.tenants:
-        tenant_rows = [escape(tenant_line(t)) for t in msg.tenants]
+        tenant_rows = [escape(tenant_line(t)) for t in tenants_by_tier(msg.tenants)]
         text = _bulleted(f"Tenants ({len(msg.tenants)})", tenant_rows, SECTION_TEXT_MAX)
     else:
         text = "*Tenants*\nnone isolated: platform-wide failure"
@@ -163,12 +181,15 @@ def render_payload(msg: IncidentMessage) -> dict[str, Any]:
     if msg.event_time is not None:
         context += f" · {slack_time(msg.event_time)}"
     blocks.append(
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(context, 2000)}]}
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": _clip(context, CONTEXT_TEXT_MAX)}],
+        }
     )
 
     return {
         "text": _clip(escape(headline(msg)), FALLBACK_MAX),
-        "blocks": blocks,
+        "blocks": blocks[:BLOCKS_MAX],
         "unfurl_links": False,
         "unfurl_media": False,
     }

@@ -201,13 +201,30 @@ class Breaker(Base):
 
 class Notification(Base):
     """Transactional outbox: written in the transaction that caused the event, delivered
-    after commit by the worker (receiver/channels/worker.py), one row per channel."""
+    after commit by the worker (receiver/channels/worker.py), one row per channel and, for
+    e-mail, per audience (the operators, each tenant's admins)."""
 
     __tablename__ = "notifications"
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
         Index(
             "ix_notifications_due", "next_attempt_at", postgresql_where=text("status = 'pending'")
+        ),
+        Index(
+            "ix_notifications_pending_order",
+            "incident_id",
+            "channel",
+            "audience",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_notifications_thread",
+            "incident_id",
+            "channel",
+            "audience",
+            "id",
+            postgresql_where=text("thread_key IS NOT NULL"),
         ),
     )
 
@@ -223,6 +240,15 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
     provider_ref: Mapped[str | None] = mapped_column(Text)
+    # '' for PagerDuty and Slack; e-mail: 'operators' or 'tenant:<id>', one row each.
+    audience: Mapped[str] = mapped_column(Text, server_default="")
+    # E-mail: [{address, state: accepted|pending|refused, reply}].
+    recipients: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # E-mail: the Message-ID's random part, and that of the audience's first e-mail.
+    message_key: Mapped[str | None] = mapped_column(Text)
+    thread_key: Mapped[str | None] = mapped_column(Text)
+    # Attempts the provider answered 429: not counted against RECEIVER_NOTIFY_MAX_ATTEMPTS.
+    throttled: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Incident(Base):

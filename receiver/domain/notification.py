@@ -7,7 +7,7 @@ No I/O, no clock: every time comes in on the message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -198,35 +198,6 @@ def _opt_str(d: Mapping[str, object], key: str) -> str | None:
     return value
 
 
-def email_recipients(msg: IncidentMessage, *, configured: Sequence[str]) -> list[str]:
-    """The configured addresses, then the affected tenants' admin e-mails.
-
-    Deduplicated case-insensitively, first spelling and order kept. Blank entries and
-    entries that cannot be an address (no '@', whitespace or control characters, which
-    would also allow header injection) are dropped.
-    """
-    seen: set[str] = set()
-    out: list[str] = []
-    candidates = [*configured, *(t.admin_email for t in msg.tenants)]
-    for raw in candidates:
-        if raw is None:
-            continue
-        address = raw.strip()
-        if not _plausible_address(address):
-            continue
-        key = address.casefold()
-        if key not in seen:
-            seen.add(key)
-            out.append(address)
-    return out
-
-
-def _plausible_address(address: str) -> bool:
-    if "@" not in address or address.startswith("@") or address.endswith("@"):
-        return False
-    return not any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in address)
-
-
 # --- wording shared by the channels -------------------------------------------------
 
 
@@ -313,3 +284,20 @@ def format_time(dt: datetime) -> str:
 
 def severity_word(priority: Priority) -> str:
     return _SEVERITY_WORDS[priority]
+
+
+_TIER_ORDER = {Tier.PLATINUM: 0, Tier.GOLD: 1, Tier.SILVER: 2, Tier.BRONZE: 3}
+
+
+def tenants_by_tier(tenants: Iterable[TenantSummary]) -> list[TenantSummary]:
+    """Platinum first, then gold, silver, bronze and unknown tiers; stable within a tier."""
+    return sorted(tenants, key=lambda t: _TIER_ORDER.get(t.tier, 4) if t.tier else 4)
+
+
+def tier_counts(tenants: Iterable[TenantSummary]) -> dict[str, int]:
+    """{'platinum': 2, 'unknown': 1}: how many tenants of each tier, most important first."""
+    counts: dict[str, int] = {}
+    for t in tenants_by_tier(tenants):
+        key = "unknown" if t.tier is None else t.tier.value
+        counts[key] = counts.get(key, 0) + 1
+    return counts

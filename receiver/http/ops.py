@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from receiver import keys
 from receiver.db import migrate
 from receiver.db.ops import schema_revision
+from receiver.domain.notification import Channel
 from receiver.http.parsing import json_response
 from receiver.service.reconcile import PipelineStatus, pipeline_status
 
@@ -70,11 +71,16 @@ async def readyz(request: web.Request) -> web.Response:
         "ok" if listener.connected.is_set() else f"reconnecting: {listener.last_error}"
     )
     ready = all(v == "ok" for v in checks.values())
+    senders = app[keys.SENDERS]
+    channels: list[Channel] = list(senders)
     body = {
         "status": "ready" if ready else "not ready",
         "checks": checks,
         # Informational: a channel without settings is off, not a failure.
-        "notification_channels": sorted(c.value for c in app[keys.SENDERS]),
+        "notification_channels": sorted(c.value for c in channels),
+        # Informational too: a channel's configuration error (certificate, credentials)
+        # as the outbox worker last met it; it does not make the receiver unready.
+        "notification_health": app[keys.CHANNEL_HEALTH].report(channels),
         # Informational too (DESIGN.md "The truth from Alertmanager"): a stale
         # reconciliation or a silent pipeline is an incident, not a reason to stop serving.
         **_pipeline(app, app[READINESS].pipeline),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -271,24 +272,13 @@ async def test_pagerduty_trigger_acknowledge_resolve_under_one_dedup_key(
                 "opened_at": "2024-05-01T12:00:00+00:00",
                 "ack_due_at": "2024-05-01T12:15:00+00:00",
                 "ack_due": "2024-05-01 12:15:00 UTC",
+                "tenant_count": 2,
+                "tenants_by_tier": {"platinum": 1, "unknown": 1},
                 "tenants": [
-                    {
-                        "tenant_id": "acme",
-                        "name": "Acme Corp",
-                        "tier": "platinum",
-                        "breaker_state": "open",
-                    },
-                    {
-                        "tenant_id": "beta",
-                        "name": None,
-                        "tier": None,
-                        "breaker_state": "forced_open",
-                    },
-                ],
-                "tenant_summary": [
                     "acme (Acme Corp): platinum tier, breaker open",
                     "beta: tier unknown, breaker forced_open",
                 ],
+                "tenants_not_listed": 0,
                 "runbooks": [RUNBOOK],
                 "incident_url": INCIDENT_URL,
             },
@@ -682,6 +672,8 @@ def email_sender(port: int, **kw: Any) -> EmailSender:
 async def test_email_is_delivered_with_subject_recipients_and_body(
     smtp_server: Callable[[RecordingHandler], int],
 ) -> None:
+    """`send` tells the operators (RECEIVER_EMAIL_TO) only: the tenants' admins get
+    messages of their own (the outbox queues one row per audience, `send_to`)."""
     handler = RecordingHandler()
     sender = email_sender(smtp_server(handler))
     msg = make_msg(
@@ -695,11 +687,12 @@ async def test_email_is_delivered_with_subject_recipients_and_body(
 
     ((mail_from, rcpt_tos, em),) = handler.received
     assert mail_from == "alerts@receiver.example"
-    assert rcpt_tos == ["oncall@example.com", "sre@example.com", "ops@acme.io"]
+    assert rcpt_tos == ["oncall@example.com", "sre@example.com"]
     assert em["Subject"] == "[P0] INC-20240501-0001 opened: Tenant acme error ratio above 50%"
     assert em["From"] == "Blast Radius <alerts@receiver.example>"
-    assert em["To"] == "oncall@example.com, sre@example.com, ops@acme.io"
-    assert em["Message-ID"] == "<INC-20240501-0001@receiver.example>"
+    assert em["To"] == "oncall@example.com, sre@example.com"
+    assert re.fullmatch(r"<INC-20240501-0001\.[0-9a-f]{32}@receiver\.example>", em["Message-ID"])
+    assert em["In-Reply-To"] is None
     assert em["Auto-Submitted"] == "auto-generated"
     assert em.get_content_type() == "text/plain"
     body = em.get_content().replace("\r\n", "\n")  # CRLF on the wire
@@ -734,20 +727,27 @@ async def test_email_follow_ups_thread_under_the_opening_message(
 ) -> None:
     handler = RecordingHandler()
     sender = email_sender(smtp_server(handler))
-    await sender.send(
+    ops = ["oncall@example.com"]
+    await sender.send_to(make_msg(), ops, message_key="a" * 32, thread_key="a" * 32)
+    await sender.send_to(
         make_msg(
             event=NotificationEvent.RESOLVED,
             status="resolved",
             actor="bob",
             note="Rolled back the bad index.\n\nFollow-up in the postmortem.",
             title="Ünïcode tïtle — ok",
-        )
+        ),
+        ops,
+        message_key="b" * 32,
+        thread_key="a" * 32,
     )
-    ((_, _, em),) = handler.received
+    (_, _, first), (_, _, em) = handler.received
+    root = f"<INC-20240501-0001.{'a' * 32}@receiver.example>"
+    assert first["Message-ID"] == root and first["In-Reply-To"] is None
     assert em["Subject"] == "[P0] INC-20240501-0001 resolved by bob: Ünïcode tïtle — ok"
-    assert em["In-Reply-To"] == "<INC-20240501-0001@receiver.example>"
-    assert em["References"] == "<INC-20240501-0001@receiver.example>"
-    assert em["Message-ID"] != "<INC-20240501-0001@receiver.example>"
+    assert em["In-Reply-To"] == root
+    assert em["References"] == root
+    assert em["Message-ID"] == f"<INC-20240501-0001.{'b' * 32}@receiver.example>"
     body = em.get_content().replace("\r\n", "\n")
     assert "  Resolved by: bob\n" in body
     assert "Note:\n  Rolled back the bad index.\n\n  Follow-up in the postmortem.\n" in body
@@ -779,17 +779,30 @@ async def test_email_smtp_replies_are_classified(
     assert f"SMTP {code}" in str(err)
 
 
-async def test_email_partly_refused_recipients_still_count_as_sent(
+async def test_email_partly_refused_recipients_are_reported_not_sent(
     smtp_server: Callable[[RecordingHandler], int],
 ) -> None:
+    """Changed by issue 18: a partial refusal is no longer a success. `send_to` reports on
+    each recipient (the worker records the row `failed` naming them, or retries the
+    temporarily refused alone); `send` raises, permanent only when no refusal was 4xx."""
     handler = RecordingHandler(
-        rcpt_reply=lambda a: "550 5.1.1 No such user" if a == "ops@acme.io" else None
+        rcpt_reply=lambda a: "550 5.1.1 No such user" if a == "sre@example.com" else None
     )
     sender = email_sender(smtp_server(handler))
-    reference = await sender.send(make_msg())
-    assert "refused: ops@acme.io (550)" in reference
+    with pytest.raises(DeliveryError) as info:
+        await sender.send(make_msg())
+    assert info.value.retryable is False and "sre@example.com (550 5.1.1" in str(info.value)
     ((_, rcpt_tos, _),) = handler.received
-    assert rcpt_tos == ["oncall@example.com", "sre@example.com"]
+    assert rcpt_tos == ["oncall@example.com"]
+
+    attempt = await sender.send_to(
+        make_msg(), ["oncall@example.com", "sre@example.com"], message_key="k", thread_key=None
+    )
+    assert attempt.error is None
+    assert {a: r.state for a, r in attempt.outcomes.items()} == {
+        "oncall@example.com": "accepted",
+        "sre@example.com": "refused",
+    }
 
 
 async def test_email_connection_refused_is_retryable() -> None:
@@ -858,7 +871,7 @@ async def test_build_senders_with_everything(session: aiohttp.ClientSession) -> 
         assert isinstance(sender, Sender) and sender.channel is channel
     email_sender_ = senders[Channel.EMAIL]
     assert isinstance(email_sender_, EmailSender)
-    assert email_sender_.recipients_for(make_msg(tenants=())) == [
+    assert list(email_sender_.operators) == [
         "oncall@example.com",
         "jane@example.com",
         "sre@example.com",

@@ -4,8 +4,9 @@ the outbox worker, local PagerDuty/Slack/SMTP servers and the `notifications` an
 
 - per (incident, channel) the outbox delivers in order: a trigger still in backoff holds
   back the acknowledge and resolve queued behind it;
-- the worker gives up at RECEIVER_NOTIFY_MAX_ATTEMPTS, and at once on a non-retryable
-  answer, auditing every attempt as `notification.failed`;
+- the worker gives up at RECEIVER_NOTIFY_MAX_ATTEMPTS counted attempts (429s are not
+  counted since issue 18), by time (RECEIVER_<CHANNEL>_GIVE_UP_SECONDS), and at once on a
+  non-retryable answer, auditing every attempt as `notification.failed`;
 - routing negatives (a P2 never pages, a P1 never mails, an unconfigured channel queues
   nothing) read from the `notifications` rows, not from a sleep.
 
@@ -173,6 +174,11 @@ async def test_a_trigger_in_backoff_holds_back_the_acknowledge_and_resolve(recei
 
 
 async def test_the_worker_gives_up_at_notify_max_attempts(receiver, provider, sql):
+    """Changed on purpose by issue 18: a 429 (throttled) is not counted against
+    RECEIVER_NOTIFY_MAX_ATTEMPTS (the worker paces the channel and honours Retry-After
+    instead of spending attempts on it), so against 500, 429, 500, 429, 500 the third
+    counted attempt is the fifth try. Each try is still audited and counted in
+    `attempts`; the 429s are marked `throttled`."""
     p, _ = provider
     p.pagerduty_down = True
     client = await receiver(notify_max_attempts=3)
@@ -180,18 +186,29 @@ async def test_the_worker_gives_up_at_notify_max_attempts(receiver, provider, sq
 
     await eventually(lambda: pd_rows(sql, incident)[0][2] == "failed")
     ((row_id, event, status, attempts, sent_at, last_error),) = pd_rows(sql, incident)
-    assert (event, status, attempts, sent_at) == ("incident.opened", "failed", 3, None)
-    assert "500" in last_error  # the third answer (500, 429, 500)
+    assert (event, status, attempts, sent_at) == ("incident.opened", "failed", 5, None)
+    assert "500" in last_error  # the fifth answer (500, 429, 500, 429, 500)
+    assert "gave up: 3 attempts (RECEIVER_NOTIFY_MAX_ATTEMPTS)" in last_error
     failures = channel_audit(sql, "notification.failed", incident, "pagerduty")
-    assert [(d["attempt"], d["will_retry"], d["event"]) for d in failures] == [
-        (1, True, "incident.opened"),
-        (2, True, "incident.opened"),
-        (3, False, "incident.opened"),
+    assert [
+        (d["attempt"], d["will_retry"], d["event"], d.get("throttled", False)) for d in failures
+    ] == [
+        (1, True, "incident.opened", False),
+        (2, True, "incident.opened", True),
+        (3, True, "incident.opened", False),
+        (4, True, "incident.opened", True),
+        (5, False, "incident.opened", False),
     ]
     assert {d["notification_id"] for d in failures} == {row_id}
     assert failures[-1]["retry_at"] is None
     assert channel_audit(sql, "notification.sent", incident, "pagerduty") == []
-    assert p.pagerduty_attempts == [("trigger", 500), ("trigger", 429), ("trigger", 500)]
+    assert p.pagerduty_attempts == [
+        ("trigger", 500),
+        ("trigger", 429),
+        ("trigger", 500),
+        ("trigger", 429),
+        ("trigger", 500),
+    ]
     assert p.pagerduty == []
     await eventually(lambda: len(p.slack) == 1)  # other channels are unaffected
 
@@ -201,16 +218,38 @@ async def test_the_worker_gives_up_at_notify_max_attempts(receiver, provider, sq
     await act(client, incident, "acknowledge")
     await eventually(lambda: len(pd_rows(sql, incident)) == 2 and nothing_pending(sql)())
     trigger, ack = pd_rows(sql, incident)
-    assert (trigger[2], trigger[3]) == ("failed", 3)
+    assert (trigger[2], trigger[3]) == ("failed", 5)
     assert (ack[1], ack[2], ack[3]) == ("incident.acknowledged", "sent", 1)
-    assert [a for a, _ in p.pagerduty_attempts].count("trigger") == 3
+    assert [a for a, _ in p.pagerduty_attempts].count("trigger") == 5
     assert [e["event_action"] for e in p.pagerduty] == ["acknowledge"]
+
+
+async def test_the_worker_gives_up_by_time(receiver, provider, sql):
+    """Issue 18: without a count limit (the default), a failing page is retried until its
+    channel's give-up time (RECEIVER_PAGERDUTY_GIVE_UP_SECONDS, an hour by default)."""
+    p, _ = provider
+    p.pagerduty_down = True
+    client = await receiver(pagerduty_give_up_seconds=1.5)
+    incident = await open_incident(client, "hooli", "gold")
+
+    await eventually(lambda: pd_rows(sql, incident)[0][2] == "failed")
+    ((_, _, status, attempts, _, last_error),) = pd_rows(sql, incident)
+    assert status == "failed" and attempts > 3  # well past the old small counts
+    assert "gave up: out of time (RECEIVER_PAGERDUTY_GIVE_UP_SECONDS)" in last_error
+    (created, failed_at) = sql(
+        "SELECT n.created_at, max(a.occurred_at) FROM notifications n JOIN audit_log a "
+        "ON a.details->>'notification_id' = n.id::text WHERE n.channel = 'pagerduty' "
+        "GROUP BY n.created_at"
+    )[0]
+    assert 1.4 <= (failed_at - created).total_seconds() < 4
+    failures = channel_audit(sql, "notification.failed", incident, "pagerduty")
+    assert [d["will_retry"] for d in failures] == [True] * (len(failures) - 1) + [False]
 
 
 async def test_a_non_retryable_answer_gives_up_at_once(receiver, provider, sql):
     p, _ = provider
     p.pagerduty_rejects = True
-    client = await receiver()  # the default RECEIVER_NOTIFY_MAX_ATTEMPTS (8)
+    client = await receiver()  # the defaults: no count limit, an hour for pages
     incident = await open_incident(client, "initech", "gold")
 
     await eventually(lambda: pd_rows(sql, incident)[0][2] == "failed")

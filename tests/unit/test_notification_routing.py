@@ -1,4 +1,4 @@
-"""Routing from priority to channels, recipients, and the outbox JSON form."""
+"""Routing from priority to channels, and the outbox JSON form (recipients: test_recipients)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from receiver.domain.notification import (
     NotificationEvent,
     TenantSummary,
     channels_for,
-    email_recipients,
     event_phrase,
     headline,
     tenant_line,
@@ -99,43 +98,6 @@ def test_enum_values_are_the_audit_words() -> None:
         "incident.resolved",
         "sla.breached",
     ]
-
-
-# --- recipients --------------------------------------------------------------------
-
-
-def test_recipients_configured_first_then_tenant_admins_deduped() -> None:
-    msg = make_msg(
-        tenants=(
-            TenantSummary("a", Tier.GOLD, None, "open", "admin@a.io"),
-            TenantSummary("b", Tier.SILVER, None, "open", "ONCALL@example.com"),
-            TenantSummary("c", None, None, "open", None),
-            TenantSummary("d", None, None, "open", "admin@a.io"),
-            TenantSummary("e", None, None, "open", "admin@e.io"),
-        )
-    )
-    got = email_recipients(msg, configured=["oncall@example.com", "sre@example.com"])
-    assert got == ["oncall@example.com", "sre@example.com", "admin@a.io", "admin@e.io"]
-
-
-def test_recipients_drop_blank_and_unusable_addresses() -> None:
-    msg = make_msg(
-        tenants=(
-            TenantSummary("a", None, None, "open", "  "),
-            TenantSummary("b", None, None, "open", "not-an-address"),
-            TenantSummary("c", None, None, "open", "evil@x.io\r\nBcc: all@x.io"),
-            TenantSummary("d", None, None, "open", " padded@d.io "),
-        )
-    )
-    assert email_recipients(msg, configured=["", "ops@example.com", "ops@example.com"]) == [
-        "ops@example.com",
-        "padded@d.io",
-    ]
-
-
-def test_recipients_without_configuration_are_the_admins() -> None:
-    msg = make_msg()
-    assert email_recipients(msg, configured=()) == ["ops@acme.io"]
 
 
 # --- JSON form ---------------------------------------------------------------------

@@ -108,4 +108,6 @@ async def notify(
         config=config,
         now=now,
     )
-    await outbox.enqueue(session, message, enabled=config.enabled_channels)
+    await outbox.enqueue(
+        session, message, enabled=config.enabled_channels, operators=config.email_to
+    )
