@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     db_statement_timeout_seconds: float = Field(default=5.0, gt=0)
     db_lock_timeout_seconds: float = Field(default=2.0, gt=0)
     db_idle_in_transaction_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The timeouts travel in libpq's `options` startup parameter, which PgBouncer refuses
+    # ("unsupported startup parameter: options"): behind it, set false, and each
+    # transaction sets them with SET LOCAL instead (one more round trip per transaction).
+    db_startup_options: bool = True
     # psycopg prepares a statement on its connection after a few uses (faster). Behind a
     # pooler that hands each transaction another server connection (PgBouncer < 1.21 in
     # transaction mode) the prepared statement is not there: set false.

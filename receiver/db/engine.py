@@ -77,18 +77,26 @@ def connect_args(settings: Settings) -> dict[str, Any]:
         # No server-side prepared statements: each statement is parsed where it runs,
         # whichever server connection a transaction pooler gives the transaction.
         args["prepare_threshold"] = None
+    if settings.db_startup_options:
+        args["options"] = server_options(settings.database_url, **_timeouts(settings))
+    return {**args, **keepalive_args()}
+
+
+def _timeouts(settings: Settings) -> dict[str, int]:
     return {
-        **args,
-        **keepalive_args(),
-        "options": server_options(
-            settings.database_url,
-            statement_timeout=_ms(settings.db_statement_timeout_seconds),
-            lock_timeout=_ms(settings.db_lock_timeout_seconds),
-            idle_in_transaction_session_timeout=_ms(
-                settings.db_idle_in_transaction_timeout_seconds
-            ),
-        ),
+        "statement_timeout": _ms(settings.db_statement_timeout_seconds),
+        "lock_timeout": _ms(settings.db_lock_timeout_seconds),
+        "idle_in_transaction_session_timeout": _ms(settings.db_idle_in_transaction_timeout_seconds),
     }
+
+
+def _set_local(settings: Settings) -> str:
+    """The timeouts for one transaction, for a pooler that refuses `options` (values are
+    integers from the settings, so the text is constant)."""
+    # One statement (set_config(..., true) is SET LOCAL): it can be prepared like any other.
+    return "SELECT " + ", ".join(
+        f"set_config('{name}', '{ms}', true)" for name, ms in _timeouts(settings).items()
+    )
 
 
 class _ArrayDumper(ListDumper):
@@ -128,6 +136,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "connect")
     def _fast_arrays(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.driver_connection.adapters.register_dumper(list, _ArrayDumper)
+
+    if not settings.db_startup_options:
+        statement = _set_local(settings)
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _bounded(connection: Any) -> None:
+            connection.exec_driver_sql(statement)
 
     return engine
 

@@ -19,7 +19,12 @@ from sqlalchemy import text
 
 from receiver.db import transaction
 from receiver.db.breakers import GUARD_LOCK
-from receiver.db.engine import KEEPALIVE_IDLE_SECONDS, create_engine, session_factory
+from receiver.db.engine import (
+    KEEPALIVE_IDLE_SECONDS,
+    connect_args,
+    create_engine,
+    session_factory,
+)
 from receiver.errors import DatabaseUnavailable
 from tests.conftest import API_HEADERS, WEBHOOK_HEADERS, libpq, make_settings
 from tests.integration.helpers import firing, table_counts
@@ -300,3 +305,27 @@ async def test_decisions_take_the_database_clock_not_the_replicas(client, sql, m
         "tenant-clock",
     )
     assert skew < 60, f"changed_at is {skew:.0f}s off the database clock"
+
+
+async def test_behind_a_pooler_the_timeouts_are_set_per_transaction(clean_db):
+    # PgBouncer refuses the `options` startup parameter: RECEIVER_DB_STARTUP_OPTIONS=false.
+    settings = make_settings(
+        clean_db,
+        db_startup_options=False,
+        db_prepared_statements=False,
+        db_lock_timeout_seconds=1.5,
+        db_statement_timeout_seconds=4.5,
+    )
+    assert "options" not in connect_args(settings)
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            for _ in range(3):
+                async with conn.begin():
+                    shown = [
+                        (await conn.execute(text(f"SHOW {name}"))).scalar()
+                        for name in ("lock_timeout", "statement_timeout")
+                    ]
+                    assert shown == ["1500ms", "4500ms"]
+    finally:
+        await engine.dispose()
