@@ -38,6 +38,7 @@ from receiver.metrics import Metrics
 from receiver.service import breakers as breaker_service
 from receiver.service import incidents as incident_service
 from receiver.settings import Settings
+from receiver.ui import setup as setup_console
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> web.Application:
     tenants.add_routes(app)
     incidents.add_routes(app)
     analytics.add_routes(app)
+    setup_console(app, settings)
     return app
 
 
