@@ -13,12 +13,15 @@ cases the JSON API calls. A layer beside http/ (it may use http's parsing and mo
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from receiver.settings import Settings
 from receiver.ui import analytics, board, incidents, login
 from receiver.ui.auth import ConsoleAuth
 from receiver.ui.guard import AUTH, console_middleware
+from receiver.ui.live import STOPPING, stop_streams
 from receiver.ui.render import setup_templates
 
 
@@ -26,6 +29,8 @@ def setup(app: web.Application, settings: Settings) -> None:
     """Templates, the console's middleware (innermost: inside the API's error handling)
     and its routes."""
     app[AUTH] = ConsoleAuth.from_settings(settings)
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(stop_streams)
     setup_templates(app)
     app.middlewares.append(console_middleware)
     login.add_routes(app)

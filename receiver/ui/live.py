@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -23,9 +24,24 @@ from receiver.ui.forms import BoardFilter
 from receiver.ui.guard import HEADERS
 from receiver.ui.render import fragment
 
-HEARTBEAT = 15.0
+HEARTBEAT = 10.0
 STREAM_SECONDS = 300.0
 SETTLE = 0.1  # a burst of changes (a sweep, a grouped webhook) is sent once
+# Set when the server shuts down: streams end at once instead of holding the shutdown.
+STOPPING = web.AppKey("console_streams_stopping", asyncio.Event)
+
+
+async def stop_streams(app: web.Application) -> None:
+    app[STOPPING].set()
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 def event(name: str, data: str) -> bytes:
@@ -55,13 +71,16 @@ async def _follow(request: web.Request, response: web.StreamResponse, f: BoardFi
     ends = loop.time() + STREAM_SECONDS
     generation, sent = -1, ""
     tenants: Sequence[BoardTenant] = ()
-    while loop.time() < ends:
+    stopping = request.app[STOPPING]
+    while loop.time() < ends and not stopping.is_set():
         try:
             async with asyncio.timeout(HEARTBEAT):
-                await view.wait_changed(generation)
+                await _first(view.wait_changed(generation), stopping.wait())
         except TimeoutError:
             await response.write(b": still here\n\n")
             continue
+        if stopping.is_set():
+            return
         await asyncio.sleep(SETTLE)
         generation = view.generation
         # The database gives tiers and reasons; when it is away the states still come
