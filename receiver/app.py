@@ -35,6 +35,7 @@ from receiver.keys import (
     VIEW,
 )
 from receiver.metrics import Metrics
+from receiver.service import analytics as analytics_service
 from receiver.service import breakers as breaker_service
 from receiver.service import incidents as incident_service
 from receiver.settings import Settings
@@ -74,6 +75,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_sweeper)
     app.cleanup_ctx.append(_sla_checker)
     app.cleanup_ctx.append(_notifications)
+    app.cleanup_ctx.append(_store_gauges)
     ops.add_routes(app)
     webhook.add_routes(app)
     breakers.add_routes(app)
@@ -197,4 +199,21 @@ async def _sla_checker(app: web.Application) -> AsyncIterator[None]:
 
     interval = app[SETTINGS].sla_check_interval_seconds
     async with _running(_every(interval, "SLA check", check), name="sla-checker"):
+        yield
+
+
+STORE_GAUGES_SECONDS = 5.0
+
+
+async def _store_gauges(app: web.Application) -> AsyncIterator[None]:
+    """Outbox backlog and unresolved incidents for /metrics, read every few seconds (a
+    scrape never waits on the database)."""
+
+    async def refresh() -> None:
+        counts = await analytics_service.store_counts(sessions=app[SESSIONS], now=datetime.now(UTC))
+        app[METRICS].store.counts = counts
+
+    with contextlib.suppress(ReceiverError):
+        await refresh()
+    async with _running(_every(STORE_GAUGES_SECONDS, "store gauges", refresh), name="gauges"):
         yield

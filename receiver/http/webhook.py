@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from receiver import keys
+from receiver.domain.alerts import AlertRole, AlertStatus
 from receiver.http.parsing import json_response, parse_model, read_json_body
 from receiver.http.schemas import WebhookPayload, WebhookSummary
 from receiver.metrics import Metrics
@@ -21,12 +22,13 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         payload = parse_model(WebhookPayload, body)
         config = app[keys.CONFIG]
         delivery = _delivery(payload, tenant_label=config.tenant_label)
+        now = datetime.now(UTC)
         result = await ingest_webhook(
-            sessions=app[keys.SESSIONS], delivery=delivery, config=config, now=datetime.now(UTC)
+            sessions=app[keys.SESSIONS], delivery=delivery, config=config, now=now
         )
         # Read your writes: this replica answers gateways with the new state at once.
         app[keys.VIEW].apply(result.breakers)
-    _count(metrics, delivery, result)
+    _count(metrics, delivery, result, now=now)
     return json_response(_summary(result).model_dump(mode="json"))
 
 
@@ -42,13 +44,26 @@ def _delivery(payload: WebhookPayload, *, tenant_label: str) -> WebhookDelivery:
     )
 
 
-def _count(metrics: Metrics, delivery: WebhookDelivery, result: IngestResult) -> None:
+FIRING = AlertStatus.FIRING
+
+
+def _count(
+    metrics: Metrics, delivery: WebhookDelivery, result: IngestResult, *, now: datetime
+) -> None:
     metrics.deliveries.labels(status=delivery.status).inc()
     metrics.alerts.labels(result="new").inc(result.new)
     metrics.alerts.labels(result="changed").inc(result.changed)
     metrics.alerts.labels(result="duplicate").inc(result.duplicates)
     for v in result.breakers:
         metrics.transitions.labels(to=v.breaker.state.value).inc()
+    # Detection time: from the alert's startsAt to the trip it caused in this delivery.
+    tripped = {v.breaker.tenant_id for v in result.breakers if v.breaker.opened_at == now}
+    starts: dict[str, datetime] = {}
+    for a in delivery.alerts:
+        if a.tenant_id in tripped and a.role is AlertRole.ISOLATING and a.status is FIRING:
+            starts[a.tenant_id] = min(a.starts_at, starts.get(a.tenant_id, a.starts_at))
+    for started in starts.values():
+        metrics.detection.observe(max(0.0, (now - started).total_seconds()))
 
 
 def _summary(result: IngestResult) -> WebhookSummary:
