@@ -6,6 +6,7 @@ dark mode both read. Every value is escaped."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -14,8 +15,9 @@ from markupsafe import Markup, escape
 
 from receiver.ui.present import duration
 
-W, H = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 72, 16, 16, 40
+W, H = 480, 260  # a half-width card; the wide one draws WIDE units across
+WIDE = 1200
+LEFT, RIGHT, TOP, BOTTOM = 72, 24, 16, 40
 _NICE = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200)
 
 
@@ -28,17 +30,20 @@ def _step(top: float, ticks: int = 4) -> float:
     return float(86400 * max(1, round(raw / 86400 + 0.5)))
 
 
-def _svg(title: str, desc: str, body: list[str], *, height: int = H) -> Markup:
+def _svg(title: str, desc: str, body: list[str], *, height: int = H, width: int = W) -> Markup:
+    ident = "chart-" + re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     return Markup(
-        f'<svg class="chart" viewBox="0 0 {W} {height}" role="img" '
-        f'aria-labelledby="t-{abs(hash(title))}" preserveAspectRatio="xMidYMid meet">'
-        f'<title id="t-{abs(hash(title))}">{escape(title)}</title><desc>{escape(desc)}</desc>'
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-labelledby="{ident}" preserveAspectRatio="xMidYMid meet">'
+        f'<title id="{ident}">{escape(title)}</title><desc>{escape(desc)}</desc>'
         + "".join(body)
         + "</svg>"
     )
 
 
-def _y_axis(top: float, fmt: Callable[[float], str], height: int = H) -> tuple[float, list[str]]:
+def _y_axis(
+    top: float, fmt: Callable[[float], str], *, height: int = H, width: int = W
+) -> tuple[float, list[str]]:
     step = _step(top)
     ymax = step * max(1, -(-top // step)) if top > 0 else step * 4
     plot = height - TOP - BOTTOM
@@ -46,7 +51,9 @@ def _y_axis(top: float, fmt: Callable[[float], str], height: int = H) -> tuple[f
     v = 0.0
     while v <= ymax + 1e-9:
         y = TOP + plot - plot * v / ymax
-        out.append(f'<line class="grid" x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        out.append(
+            f'<line class="grid" x1="{LEFT}" x2="{width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+        )
         out.append(
             f'<text class="tick" x="{LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">'
             f"{escape(fmt(v))}</text>"
@@ -67,9 +74,9 @@ def line_chart(title: str, series: Sequence[Series], *, start: date, end: date) 
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     values = [v for s in series for v in s.values.values() if v is not None]
     if not values:
-        return _empty(title, "no incidents were acknowledged or resolved in this period")
-    ymax, body = _y_axis(max(values), duration)
-    plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
+        return _empty(title, "no incidents were acknowledged or resolved in this period", WIDE)
+    ymax, body = _y_axis(max(values), duration, width=WIDE)
+    plot_w, plot_h = WIDE - LEFT - RIGHT, H - TOP - BOTTOM
 
     def x(i: int) -> float:
         return LEFT + (plot_w * i / max(1, len(days) - 1))
@@ -78,10 +85,11 @@ def line_chart(title: str, series: Sequence[Series], *, start: date, end: date) 
         return TOP + plot_h - plot_h * v / ymax
 
     for i, d in enumerate(days):
-        if i % max(1, len(days) // 6) == 0 or i == len(days) - 1:
+        if i % max(1, len(days) // 10) == 0:
+            anchor = "end" if i == len(days) - 1 else "start" if i == 0 else "middle"
             body.append(
-                f'<text class="tick" x="{x(i):.1f}" y="{H - BOTTOM + 18}" text-anchor="middle">'
-                f"{d:%b %d}</text>"
+                f'<text class="tick" x="{x(i):.1f}" y="{H - BOTTOM + 18}" '
+                f'text-anchor="{anchor}">{d:%b %d}</text>'
             )
     for s in series:
         run: list[str] = []
@@ -102,7 +110,7 @@ def line_chart(title: str, series: Sequence[Series], *, start: date, end: date) 
         + ", ".join(f"{d:%Y-%m-%d} {duration(v)}" for d, v in sorted(s.values.items()) if v)
         for s in series
     )
-    return _svg(title, desc, body)
+    return _svg(title, desc, body, width=WIDE)
 
 
 def _polyline(css: str, points: list[str]) -> str:
@@ -144,14 +152,14 @@ def hbar_chart(title: str, bars: Sequence[tuple[str, float]], *, unit: str = "tr
     bars = sorted(bars, key=lambda b: (-b[1], b[0]))[:12]
     if not bars:
         return _empty(title, f"no {unit} in this period")
-    row, left = 26, 180
+    row, left = 26, 140
     height = TOP + row * len(bars) + 12
     top = max(v for _, v in bars)
     body = []
     for i, (label, value) in enumerate(bars):
         y = TOP + row * i
         width = (W - left - 56) * value / top
-        short = label if len(label) <= 24 else label[:23] + "…"
+        short = label if len(label) <= 18 else label[:17] + "…"
         body.append(
             f'<text class="tick" x="{left - 8}" y="{y + 15}" text-anchor="end">'
             f"{escape(short)}</text>"
@@ -163,13 +171,14 @@ def hbar_chart(title: str, bars: Sequence[tuple[str, float]], *, unit: str = "tr
     return _svg(title, desc, body, height=height)
 
 
-def _empty(title: str, message: str) -> Markup:
+def _empty(title: str, message: str, width: int = W) -> Markup:
     return _svg(
         title,
         message,
         [
-            f'<text class="empty" x="{W / 2}" y="{H / 4 + 10}" text-anchor="middle">'
+            f'<text class="empty" x="{width / 2}" y="{H / 4 + 10}" text-anchor="middle">'
             f"{escape(message)}</text>"
         ],
         height=H // 2 + 20,
+        width=width,
     )

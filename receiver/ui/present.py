@@ -181,6 +181,8 @@ def duration(seconds: float | None) -> str:
         return "—"
     s = int(abs(seconds))
     sign = "-" if seconds < 0 else ""
+    if abs(seconds) < 10:  # sub-second answers are worth telling apart from 0
+        return f"{sign}{abs(seconds):.1f}".rstrip("0").rstrip(".") + " s"
     if s < 60:
         return f"{sign}{s} s"
     if s < 3600:

@@ -147,8 +147,20 @@ def sign_in(driver: WebDriver, url: str) -> None:
 
 
 def tile_state(driver: WebDriver, tenant: str) -> str | None:
-    tiles = driver.find_elements(By.CSS_SELECTOR, f'li.tile[data-tenant="{tenant}"]')
-    return tiles[0].get_attribute("data-state") if tiles else None
+    """Read in one script: the live board replaces its tiles at any moment (a found
+    element would go stale)."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "const t = document.querySelector(`li.tile[data-tenant='${arguments[0]}']`);"
+        "return t ? t.dataset.state : null;",
+        tenant,
+    )
+
+
+def tile_text(driver: WebDriver, tenant: str) -> str:
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "return document.querySelector(`li.tile[data-tenant='${arguments[0]}']`).innerText;",
+        tenant,
+    )
 
 
 def open_incident(driver: WebDriver, url: str, tenant: str) -> str:
@@ -174,8 +186,8 @@ def test_sign_in_then_a_tile_turns_open_without_a_reload(browser: WebDriver, ser
     webhook(server, failing("globex"))
     wait(browser, "globex's tile to turn open", lambda d: tile_state(d, "globex") == "open")
     assert browser.execute_script("return window.notReloaded") is True, "the page reloaded"
-    tile = browser.find_element(By.CSS_SELECTOR, 'li.tile[data-tenant="globex"]')
-    assert "half-open in" in tile.text.lower() and "0 %" in tile.text
+    text = tile_text(browser, "globex")
+    assert "half-open in" in text.lower() and "0 %" in text
 
 
 def test_acknowledge_an_incident_from_its_page(browser: WebDriver, server: str) -> None:
@@ -240,6 +252,7 @@ def _screenshot(driver: WebDriver, path: Path, *, dark: bool = False, most: int 
         "Emulation.setEmulatedMedia",
         {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
     )
+    driver.execute_script("document.documentElement.style.overflow = 'hidden'")
     height = int(driver.execute_script("return document.documentElement.scrollHeight"))
     metrics = {"width": 1360, "height": min(height, most), "deviceScaleFactor": 1, "mobile": False}
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
@@ -248,6 +261,7 @@ def _screenshot(driver: WebDriver, path: Path, *, dark: bool = False, most: int 
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        driver.execute_script("document.documentElement.style.overflow = ''")
     return path
 
 
@@ -283,5 +297,7 @@ def test_screenshots_of_the_board_and_an_incident(
     ]
     open_incident(browser, server, "initech")
     shots.append(_screenshot(browser, out / "console-incident.png"))
+    browser.get(f"{server}/ui/analytics?days=7")
+    shots.append(_screenshot(browser, out / "console-analytics.png"))
     for path in shots:
         assert path.stat().st_size > 20_000, path

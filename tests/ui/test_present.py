@@ -82,7 +82,8 @@ def test_sessions_are_signed_expire_and_die_with_their_token() -> None:
     cookie = auth.new_session("alice", "tok")
     op = auth.session(cookie)
     assert op is not None and op.name == "alice" and op.csrf
-    assert auth.session(cookie[:-1] + ("A" if cookie[-1] != "A" else "B")) is None
+    # (the first character: the last one of base64 may carry only padding bits)
+    assert auth.session(("A" if cookie[0] != "A" else "B") + cookie[1:]) is None
     # Another replica with the same key reads it; another key, or a rotated token, does not.
     assert ConsoleAuth(key=b"k" * 32, api_token="tok", max_age=60).session(cookie) == op
     assert ConsoleAuth(key=b"j" * 32, api_token="tok", max_age=60).session(cookie) is None
