@@ -43,12 +43,14 @@ from receiver.keys import (
 )
 from receiver.metrics import Metrics
 from receiver.peers.alertmanager import peer_name, poll_peers
+from receiver.service import analytics as analytics_service
 from receiver.service import breakers as breaker_service
 from receiver.service import heartbeat as heartbeat_service
 from receiver.service import incidents as incident_service
 from receiver.service import reconcile as reconcile_service
 from receiver.service.seals import AuditSealer
 from receiver.settings import Settings
+from receiver.ui import setup as setup_console
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +87,14 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_audit_sealer)
     app.cleanup_ctx.append(_reconciler)
     app.cleanup_ctx.append(_heartbeat)
+    app.cleanup_ctx.append(_store_gauges)
     ops.add_routes(app)
     webhook.add_routes(app)
     breakers.add_routes(app)
     tenants.add_routes(app)
     incidents.add_routes(app)
     analytics.add_routes(app)
+    setup_console(app, settings)
     return app
 
 
@@ -334,4 +338,21 @@ async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
 
     interval = max(0.2, min(5.0, timeout.total_seconds() / 10))
     async with _running(_every(interval, "heartbeat check", check), name="heartbeat-checker"):
+        yield
+
+
+STORE_GAUGES_SECONDS = 5.0
+
+
+async def _store_gauges(app: web.Application) -> AsyncIterator[None]:
+    """Outbox backlog and unresolved incidents for /metrics, read every few seconds (a
+    scrape never waits on the database)."""
+
+    async def refresh() -> None:
+        counts = await analytics_service.store_counts(sessions=app[SESSIONS], now=datetime.now(UTC))
+        app[METRICS].store.counts = counts
+
+    with contextlib.suppress(ReceiverError):
+        await refresh()
+    async with _running(_every(STORE_GAUGES_SECONDS, "store gauges", refresh), name="gauges"):
         yield

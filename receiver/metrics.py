@@ -10,7 +10,21 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from receiver.cache.breaker_view import BreakerView
+from receiver.domain.analytics import StoreCounts
 from receiver.domain.breaker import BreakerState, counts_as_isolated
+from receiver.domain.notification import Channel
+from receiver.domain.tiers import Priority
+
+# Label values that exist from the start (at 0), so that rate() sees their first change
+# and the dashboard's panels have series before anything happened.
+WEBHOOK_REJECTIONS = (
+    "unauthorized",
+    "invalid_input",
+    "invalid_payload",
+    "payload_too_large",
+    "unsupported_media_type",
+)
+OUTBOX_STATUSES = ("pending", "failed")
 
 
 class BreakerCollector(Collector):
@@ -47,6 +61,43 @@ class BreakerCollector(Collector):
         yield isolated
 
 
+class StoreCollector(Collector):
+    """Outbox backlog and unresolved incidents: database-wide counts, refreshed by a loop
+    every few seconds (receiver/app.py) and read here at scrape time. Every replica reports
+    the same numbers: aggregate them with max(), not sum()."""
+
+    def __init__(self) -> None:
+        self.counts: StoreCounts | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counts
+        if counts is None:  # not read yet (or the database was away since the start)
+            return
+        outbox = GaugeMetricFamily(
+            "receiver_outbox_notifications",
+            "Notifications in the outbox waiting to be sent (pending) or given up (failed)",
+            labels=["channel", "status"],
+        )
+        for channel in Channel:
+            for status in OUTBOX_STATUSES:
+                n = counts.outbox.get((channel.value, status), 0)
+                outbox.add_metric([channel.value, status], float(n))
+        yield outbox
+        yield GaugeMetricFamily(
+            "receiver_outbox_oldest_pending_seconds",
+            "Age of the oldest pending notification (0: none pending)",
+            value=counts.oldest_pending_seconds,
+        )
+        unresolved = GaugeMetricFamily(
+            "receiver_incidents_unresolved",
+            "Incidents open or acknowledged, by priority",
+            labels=["priority"],
+        )
+        for p in Priority:
+            unresolved.add_metric([p.value], float(counts.unresolved_incidents.get(p.value, 0)))
+        yield unresolved
+
+
 class Metrics:
     def __init__(self, view: BreakerView) -> None:
         self.registry = CollectorRegistry()
@@ -80,7 +131,21 @@ class Metrics:
             ["to"],
             registry=self.registry,
         )
+        self.detection = Histogram(
+            "receiver_detection_seconds",
+            "From an isolating alert's startsAt to the breaker trip it caused",
+            buckets=(5, 10, 15, 20, 25, 30, 35, 40, 45, 60, 90, 120, 300, 900),
+            registry=self.registry,
+        )
         self.registry.register(BreakerCollector(view))
+        self.store = StoreCollector()
+        self.registry.register(self.store)
+        for reason in WEBHOOK_REJECTIONS:
+            self.rejections.labels(reason=reason)
+        for status in ("firing", "resolved"):
+            self.deliveries.labels(status=status)
+        for state in BreakerState:
+            self.transitions.labels(to=state.value)
         # The truth from Alertmanager: reconciliation and the heartbeat.
         self.reconcile_last_success = Gauge(
             "receiver_reconcile_last_success_timestamp_seconds",

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     # Recipients per SMTP transaction: RFC 5321 servers must take 100, may refuse more.
     smtp_max_recipients: int = Field(default=100, ge=1, le=100)
 
+    # The console's session cookie: signing key file (same file on every replica; unset:
+    # derived from the API token, see receiver/ui/auth.py) and lifetime.
+    ui_session_key_file: Path | None = None
+    ui_session_seconds: float = Field(default=12 * 3600.0, ge=60, le=30 * 86400)
+
     db_pool_size: int = Field(default=10, ge=1)
     # Bounded time (DESIGN.md "Least privilege and bounded time"): a webhook is committed
     # or answered 503 within the deadline; the database bounds every statement, every lock
@@ -208,12 +213,30 @@ class Settings(BaseSettings):
             self._operator_tokens = read_operator_tokens(self.operator_tokens_file)
         return self
 
+    @property
+    def ui_session_key(self) -> bytes | None:
+        """The console's signing key from RECEIVER_UI_SESSION_KEY_FILE (None: unset)."""
+        path = self.ui_session_key_file
+        if path is None:
+            return None
+        try:
+            key = path.read_bytes().strip()
+        except OSError as exc:
+            raise SettingsError(f"RECEIVER_UI_SESSION_KEY_FILE={path}: {exc}") from exc
+        if len(key) < 32:
+            raise SettingsError(
+                f"RECEIVER_UI_SESSION_KEY_FILE={path} holds {len(key)} bytes; use at least 32"
+                " random bytes (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return key
+
     def check_startable(self) -> None:
         """Refuse configurations that would serve but be unsafe or useless."""
         if not self.database_url:
             raise SettingsError(
                 "DATABASE_URL is not set (make run starts a local PostgreSQL for you)"
             )
+        self.ui_session_key  # noqa: B018 (a bad key file refuses to start)
         # Named operator tokens stand in for the all-powerful API token.
         missing = [
             n

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the service, the tests and the demo need, when missing:
-# PostgreSQL (server binaries), Prometheus and Alertmanager (Debian's packages); with
+# PostgreSQL (server binaries), Prometheus and Alertmanager (Debian's packages), Chromium
+# and its driver for the console's browser tests (with fonts, so text renders); with
 # --with-bench wrk and pgbench; with --with-topology Patroni, etcd and PgBouncer (the
 # tests/topology servers: failover and connection pooling). Options combine.
 # Safe to run repeatedly; does nothing when everything is there.
@@ -11,6 +12,9 @@ have_pg() { command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg
 have_pg || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+[ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
 for opt in "$@"; do
   case "$opt" in
     --with-bench)

@@ -7,6 +7,7 @@ once, before the sweeper has persisted it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -27,6 +28,9 @@ class BreakerView:
         # When the database was last heard from (monotonic): the listener's reload, a
         # notification or its heartbeat. Never heard: the age counts from creation.
         self._heard_at = time.monotonic()
+        # Counts the changes, for those who follow them (the console's live board).
+        self.generation = 0
+        self._changed = asyncio.Event()
 
     def heard(self) -> None:
         """The listener has just heard from the database: the view is current."""
@@ -43,17 +47,33 @@ class BreakerView:
         self._rows = {v.breaker.tenant_id: v.breaker for v in rows}
         self._versions = {v.breaker.tenant_id: v.version for v in rows}
         self.encoded = {}
+        self._bump()
 
     def apply(self, rows: Iterable[Versioned]) -> None:
         """Keep the newest copy of each row. This replica applies its own commits at once
         (read your writes) and hears them again through NOTIFY, possibly after a later
         commit of another replica's: versions put them in order."""
+        changed = False
         for v in rows:
             tenant_id = v.breaker.tenant_id
             if self._versions.get(tenant_id, -1) >= v.version:
                 continue
             self._rows[tenant_id] = v.breaker
             self._versions[tenant_id] = v.version
+            changed = True
+        if changed:
+            self._bump()
+
+    def _bump(self) -> None:
+        self.generation += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self, generation: int) -> int:
+        """The generation, once it differs from `generation`."""
+        if self.generation == generation:
+            await self._changed.wait()
+        return self.generation
 
     def stored(self, tenant_id: str) -> Breaker | None:
         """The row as stored (not advanced to now), None for a tenant without one."""

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Float, cast, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from receiver.db.tables import AuditLog, Incident, Postmortem
-from receiver.domain.analytics import PriorityTotals
+from receiver.db.tables import AuditLog, Incident, Notification, Postmortem
+from receiver.domain.analytics import DayTotals, PriorityTotals, StoreCounts
 
 _FORCED = ("forced_open", "forced_closed")
 
@@ -98,3 +98,47 @@ async def trips_by_tenant(
         .order_by(func.count().desc(), AuditLog.tenant_id)
     )
     return {t: int(n) for t, n in rows.tuples() if t is not None}
+
+
+async def totals_by_day(
+    session: AsyncSession, *, since: datetime, until: datetime
+) -> list[DayTotals]:
+    """Incidents opened in [since, until) per UTC day: count, MTTA and MTTR."""
+    day = func.date_trunc("day", func.timezone("UTC", Incident.opened_at))
+    rows = await session.execute(
+        select(
+            day.label("day"),
+            func.count().label("incidents"),
+            func.avg(_seconds(Incident.opened_at, Incident.acknowledged_at)).label("mtta"),
+            func.avg(_seconds(Incident.opened_at, Incident.resolved_at)).label("mttr"),
+        )
+        .where(_opened_in(since, until))
+        .group_by(day)
+        .order_by(day)
+    )
+    return [
+        DayTotals(day=r.day.date(), incidents=r.incidents, mtta_seconds=r.mtta, mttr_seconds=r.mttr)
+        for r in rows
+    ]
+
+
+async def store_counts(session: AsyncSession, *, now: datetime) -> StoreCounts:
+    """Outbox rows waiting or given up on, by channel; unresolved incidents by priority."""
+    outbox = await session.execute(
+        select(Notification.channel, Notification.status, func.count())
+        .where(Notification.status.in_(("pending", "failed")))
+        .group_by(Notification.channel, Notification.status)
+    )
+    oldest = await session.scalar(
+        select(func.min(Notification.created_at)).where(Notification.status == "pending")
+    )
+    unresolved = await session.execute(
+        select(Incident.priority, func.count())
+        .where(Incident.status != "resolved")
+        .group_by(Incident.priority)
+    )
+    return StoreCounts(
+        outbox={(c, s): int(n) for c, s, n in outbox.tuples()},
+        unresolved_incidents={p: int(n) for p, n in unresolved.tuples()},
+        oldest_pending_seconds=(now - oldest).total_seconds() if oldest else 0.0,
+    )

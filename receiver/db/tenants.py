@@ -6,13 +6,13 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Text, any_, bindparam, func, select
+from sqlalchemy import Text, any_, bindparam, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from receiver.db.tables import Alert, Tenant
-from receiver.domain.tenant import RecentAlert, Registration, TenantRecord
+from receiver.db.tables import Alert, AuditLog, Tenant
+from receiver.domain.tenant import BoardTenant, RecentAlert, Registration, TenantRecord
 from receiver.domain.tiers import Tier
 
 
@@ -119,3 +119,36 @@ async def recent_alerts(session: AsyncSession, tenant_id: str, *, limit: int) ->
         .limit(limit)
     )
     return [RecentAlert(**r._mapping) for r in rows]
+
+
+# The audit actions that change or refuse to change a breaker: the board's "last change".
+BREAKER_ACTIONS = ("breaker.transition", "breaker.override", "breaker.suppressed")
+
+
+async def board(session: AsyncSession) -> list[BoardTenant]:
+    """Every known tenant with its registration and its latest breaker change (one indexed
+    look into the tenant's audit rows each)."""
+    last = (
+        select(AuditLog.action, AuditLog.occurred_at, AuditLog.actor, AuditLog.details)
+        .where(AuditLog.tenant_id == Tenant.tenant_id, AuditLog.action.in_(BREAKER_ACTIONS))
+        .order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc())
+        .limit(1)
+        .lateral("last_change")
+    )
+    rows = await session.execute(
+        select(Tenant.tenant_id, Tenant.tier, Tenant.name, last)
+        .outerjoin(last, true())
+        .order_by(Tenant.tenant_id)
+    )
+    return [
+        BoardTenant(
+            tenant_id=r.tenant_id,
+            tier=r.tier,
+            name=r.name,
+            last_action=r.action,
+            last_at=r.occurred_at,
+            last_actor=r.actor,
+            last_reason=(r.details or {}).get("reason"),
+        )
+        for r in rows
+    ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from receiver.domain.incident import IncidentStatus
 from receiver.domain.tiers import Priority
@@ -105,3 +105,32 @@ def summarise(
         by_status=statuses,
         trips_by_tenant=dict(trips_by_tenant),
     )
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    """Incidents opened on one UTC day, with their mean times to acknowledge and resolve."""
+
+    day: date
+    incidents: int
+    mtta_seconds: float | None
+    mttr_seconds: float | None
+
+
+@dataclass(frozen=True)
+class AnalyticsTrend:
+    """The period's analytics and the same incidents day by day (days without any are
+    absent)."""
+
+    summary: IncidentAnalytics
+    days: list[DayTotals]
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """What the scrape-time gauges show of the shared store: outbox rows by (channel,
+    status), unresolved incidents by priority, the age of the oldest pending row."""
+
+    outbox: dict[tuple[str, str], int]
+    unresolved_incidents: dict[str, int]
+    oldest_pending_seconds: float

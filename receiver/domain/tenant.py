@@ -51,3 +51,18 @@ class TenantHealth:
     tenant: Registration | None
     open_incident: IncidentRecord | None
     recent_alerts: list[RecentAlert]
+
+
+@dataclass(frozen=True)
+class BoardTenant:
+    """A known tenant as the console's breaker board shows it, beside the breaker the
+    replica's view holds: its registration and the latest breaker change of its audit
+    record (a transition, an operator's override or a suppressed trip)."""
+
+    tenant_id: str
+    tier: str | None
+    name: str | None
+    last_action: str | None = None
+    last_at: datetime | None = None
+    last_actor: str | None = None
+    last_reason: str | None = None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from aiohttp import web
 
 from receiver import keys
 from receiver.db.transaction import deadline
+from receiver.domain.alerts import AlertRole, AlertStatus
 from receiver.http.parsing import json_response, parse_model, read_json_body
 from receiver.http.schemas import WebhookPayload, WebhookSummary
 from receiver.metrics import Metrics
@@ -43,6 +46,9 @@ def _delivery(payload: WebhookPayload, *, tenant_label: str) -> WebhookDelivery:
     )
 
 
+FIRING = AlertStatus.FIRING
+
+
 def _count(metrics: Metrics, delivery: WebhookDelivery, result: IngestResult) -> None:
     metrics.deliveries.labels(status=delivery.status).inc()
     metrics.alerts.labels(result="new").inc(result.new)
@@ -50,6 +56,17 @@ def _count(metrics: Metrics, delivery: WebhookDelivery, result: IngestResult) ->
     metrics.alerts.labels(result="duplicate").inc(result.duplicates)
     for v in result.breakers:
         metrics.transitions.labels(to=v.breaker.state.value).inc()
+    # Detection time: from the alert's startsAt to the trip it caused in this delivery.
+    now = result.now
+    if now is None:
+        return
+    tripped = {v.breaker.tenant_id for v in result.breakers if v.breaker.opened_at == now}
+    starts: dict[str, datetime] = {}
+    for a in delivery.alerts:
+        if a.tenant_id in tripped and a.role is AlertRole.ISOLATING and a.status is FIRING:
+            starts[a.tenant_id] = min(a.starts_at, starts.get(a.tenant_id, a.starts_at))
+    for started in starts.values():
+        metrics.detection.observe(max(0.0, (now - started).total_seconds()))
 
 
 def _summary(result: IngestResult) -> WebhookSummary:

@@ -77,6 +77,8 @@ class IngestResult:
     incidents: tuple[str, ...] = field(default_factory=tuple)
     superseded: int = 0
     heartbeat: bool = False
+    # The database's clock for this delivery: every decision and audit row used it.
+    now: datetime | None = None
 
 
 class AlertAuditor(Protocol):
@@ -204,6 +206,7 @@ async def _ingest(
         incidents=tuple(applied.incidents),
         superseded=len(applied.superseded),
         heartbeat=beat,
+        now=now,
     )
 
 

@@ -231,3 +231,24 @@ def test_a_lost_delivery_is_recovered_from_alertmanagers_api(
         LOST,
     )
     assert transitions[0] == ("reconciler", "closed", "open"), transitions
+
+
+# Grafana's variables in the dashboard's expressions, as Grafana would fill them.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "10s"}
+
+
+def test_every_dashboard_expression_returns_series(pipeline: tuple[Endpoints, Story]) -> None:
+    """deploy/grafana/dashboards/blast-radius.json, each PromQL target, in the real
+    Prometheus that scraped this run's receiver."""
+    from tests.integration.test_dashboard import dashboard_targets
+
+    endpoints, _ = pipeline
+    empty = []
+    for title, target in dashboard_targets("prometheus"):
+        expr = target["expr"]
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, f"a Grafana variable the test does not know: {expr}"
+        if not endpoints.query(expr):
+            empty.append(f"{title}: {expr}")
+    assert not empty, "dashboard expressions without series:\n" + "\n".join(empty)

@@ -24,7 +24,13 @@ OWNER_URL = "postgresql+psycopg://receiver_owner:receiver-owner-demo@postgres:54
 APP_URL = "postgresql+psycopg://receiver_app:receiver-app-demo@postgres:5432/receiver"
 INITDB = ROOT / "deploy" / "initdb" / "10-roles.sh"
 # Host files that are not in git: created from a checked-in `<name>.example`.
-LOCAL_ONLY = {"deploy/webhook_token", "deploy/api_token"}
+LOCAL_ONLY = {
+    "deploy/webhook_token",
+    "deploy/api_token",
+    "deploy/grafana_admin_password",
+    "deploy/grafana_db_password",
+}
+GRAFANA = ROOT / "deploy" / "grafana"
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +78,11 @@ def published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
     return out
 
 
+def host_ips(service: dict[str, Any]) -> set[str]:
+    """The host addresses the ports are bound to ("" for every interface)."""
+    return {str(p).split(":")[0] if str(p).count(":") == 2 else "" for p in service["ports"]}
+
+
 def bind_mounts(service: dict[str, Any]) -> dict[str, str]:
     """{container path: host path} of the bind mounts (host paths start with ./)."""
     out: dict[str, str] = {}
@@ -115,8 +126,10 @@ def test_services(services: dict[str, dict[str, Any]]) -> None:
         "prometheus",
         "alertmanager",
         "traffic",
+        "grafana",
     }
     assert services["postgres"]["image"] == "postgres:15"
+    assert services["grafana"]["image"].startswith("grafana/grafana:11.")
     assert services["prometheus"]["image"] == "prom/prometheus:v2.42.0"
     assert services["alertmanager"]["image"] == "prom/alertmanager:v0.25.0"
 
@@ -202,6 +215,8 @@ def test_receiver_health_check_asks_readyz(services: dict[str, dict[str, Any]]) 
         ("receiver", "migrate", "service_completed_successfully"),
         ("traffic", "receiver", "service_healthy"),
         ("prometheus", "alertmanager", "service_started"),
+        ("grafana", "prometheus", "service_started"),
+        ("grafana", "postgres", "service_healthy"),
     ],
 )
 def test_start_order(
@@ -437,3 +452,75 @@ def test_each_address_is_written_once_for_the_e2e_substitution(path: Path, addre
     # The host with any port, or in a URL without the port: only the one address.
     spellings = re.findall(rf"(?<![\w.-]){host}:\d+|//{host}(?![\w.-]|:\d)", text)
     assert spellings == [address], (path.name, spellings)
+
+
+# --- Grafana -----------------------------------------------------------------------------
+
+
+def _grafana_yaml(relative: str) -> dict[str, Any]:
+    return yaml.safe_load((GRAFANA / relative).read_text())  # type: ignore[no-any-return]
+
+
+def test_grafana_listens_on_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    assert container_ports(grafana) == {3000: 3000}
+    assert host_ips(grafana) == {"127.0.0.1"}, grafana["ports"]
+
+
+def test_grafana_admin_password_is_a_secret_not_the_default(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    grafana = services["grafana"]
+    settings = env(grafana)
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in settings, "no password in the compose file"
+    path = settings["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    assert path == "/run/secrets/grafana_admin_password"
+    assert "grafana_admin_password" in grafana["secrets"]
+    assert compose["secrets"]["grafana_admin_password"]["file"] == "./deploy/grafana_admin_password"
+    assert settings["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert settings["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+
+def test_grafana_provisioning_is_mounted(services: dict[str, dict[str, Any]]) -> None:
+    mounts = bind_mounts(services["grafana"])
+    assert mounts["/etc/grafana/provisioning"] == "deploy/grafana/provisioning"
+    provider = _grafana_yaml("provisioning/dashboards/dashboards.yml")["providers"][0]
+    dashboards_in_container = provider["options"]["path"]
+    assert mounts[dashboards_in_container] == "deploy/grafana/dashboards"
+    home = env(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert PurePosixPath(home).parent == PurePosixPath(dashboards_in_container)
+    assert (GRAFANA / "dashboards" / PurePosixPath(home).name).is_file()
+
+
+def test_grafana_data_sources_reach_prometheus_and_postgres(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    sources = {
+        d["uid"]: d
+        for d in _grafana_yaml("provisioning/datasources/datasources.yml")["datasources"]
+    }
+    assert set(sources) == {"prometheus", "postgres"}
+    prom = urlsplit(sources["prometheus"]["url"])
+    assert prom.hostname == "prometheus" and prom.port in container_ports(services["prometheus"])
+    pg = sources["postgres"]
+    host, port = host_port(pg["url"])
+    assert (host, port) == ("postgres", 5432)
+    assert pg["jsonData"]["database"] == env(services["postgres"])["POSTGRES_DB"]
+    # A read-only role, its password from the secret both containers get.
+    assert pg["user"] == "grafana_reader"
+    assert pg["secureJsonData"]["password"] == "$__file{/run/secrets/grafana_db_password}"
+    for name in ("grafana", "postgres"):
+        assert "grafana_db_password" in services[name]["secrets"], name
+    init = bind_mounts(services["postgres"])
+    script = init["/docker-entrypoint-initdb.d/grafana-reader.sh"]
+    text = (ROOT / script).read_text()
+    assert "grafana_reader" in text and "/run/secrets/grafana_db_password" in text
+    assert "GRANT SELECT" in text and "INSERT" not in text
+
+
+def test_the_dashboard_uses_the_provisioned_data_sources() -> None:
+    import json
+
+    dashboard = json.loads((GRAFANA / "dashboards" / "blast-radius.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
+    assert uids == {"prometheus", "postgres"}
