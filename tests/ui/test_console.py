@@ -215,3 +215,31 @@ async def test_security_headers(client: Any) -> None:
     assert resp.headers["Cache-Control"] == "no-store"
     css = await client.get("/ui/static/console.css")
     assert css.status == 200 and "prefers-color-scheme: dark" in await css.text()
+
+
+async def test_a_named_operator_token_is_its_own_actor_and_the_gateway_token_no_operator(
+    app_client: Any, sql: Any, tmp_path: Any
+) -> None:
+    alice, gateway = "alice-token-0123456789", "gateway-token-0123456789"
+    operators = tmp_path / "operators"
+    operators.write_text(f"alice {alice}\n")
+    client = await app_client(operator_tokens_file=operators, gateway_token=gateway)
+    # The gateway token reads breakers; it never opens the console.
+    refused = await sign_in(client, token=gateway)
+    assert refused.status == 401
+    assert SESSION_COOKIE not in refused.cookies
+    assert (await client.get("/ui/", headers={"Authorization": f"Bearer {gateway}"})).status in (
+        401,
+        403,
+    )
+    # Alice signs in as "mallory": her token names her, whatever the form says.
+    signed = await sign_in(client, token=alice, name="mallory")
+    assert signed.status == 303, await signed.text()
+    csrf = await page_csrf(client, "/ui/tenants/tenant-z/override?action=force_open")
+    done = await client.post(
+        "/ui/tenants/tenant-z/override",
+        data={"action": "force_open", "reason": "drill", "csrf": csrf},
+        allow_redirects=False,
+    )
+    assert done.status == 303, await done.text()
+    assert sql("SELECT actor FROM audit_log WHERE action = 'breaker.override'") == [("alice",)]
