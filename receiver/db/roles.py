@@ -34,6 +34,8 @@ APP_TABLE_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "postmortems": ("SELECT", "INSERT", "UPDATE"),
     # A postmortem's action items are replaced as a whole: DELETE then INSERT.
     "action_items": ("SELECT", "INSERT", "DELETE"),
+    # Probe reports are kept as they arrived (the what-if replay reads them).
+    "probe_outcomes": ("SELECT", "INSERT"),
     # /readyz compares the schema revision with the scripts' head.
     "alembic_version": ("SELECT",),
     # The SQL views of the README, for the API's and people's reads.

@@ -188,6 +188,8 @@ def _sort_alerts(
             "fingerprint": alert.fingerprint,
             "startsAt": alert.starts_at,
             "alertname": alert.alertname,
+            # The receiver's clock when it decided (occurred_at is the database's).
+            "at": now,
         }
         inserted = transitioned.get(alert.key)
         if alert.key in stale or inserted is None:
