@@ -119,7 +119,7 @@ def _svg(baseline: Figures, proposed: Figures, since: datetime, until: datetime)
         return label_w + (at - since).total_seconds() / total * chart_w
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + chart_w + 20}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + chart_w + 50}" '
         f'height="{height}" role="img" aria-label="isolation timeline">',
         f'<rect x="{label_w}" y="{top - 6}" width="{chart_w}" '
         f'height="{row_h * max(1, len(tenants)) + 6}" fill="#f6f6f6"/>',
