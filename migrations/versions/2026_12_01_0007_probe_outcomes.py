@@ -1,8 +1,8 @@
 """Probe outcomes as they arrive (DESIGN.md "What-if replay"): a replay cannot decide
 half-open without them.
 
-Revision ID: 0006
-Revises: 0004 (another branch adds 0005; renumbered when both are merged)
+Revision ID: 0007
+Revises: 0006 (another branch adds 0005; renumbered when both are merged)
 Create Date: 2026-12-01
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0004"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
