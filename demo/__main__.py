@@ -5,7 +5,9 @@
 Starts PostgreSQL, the receiver, the traffic generator, Alertmanager and Prometheus on
 127.0.0.1 (demo.processes), makes one tenant fail, prints what each piece does and
 when, fixes the tenant once its breaker has been open a few seconds, waits for the breaker
-to close and the incident to resolve, then stops everything it started.
+to close and the incident to resolve, replays its own story with the default open period
+(`python -m receiver replay --set breaker_open_seconds=60`), then stops everything it
+started.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from types import FrameType
 
 from demo.probes import StackError, tenant_ids, wait_for_traffic_in_prometheus
 from demo.processes import Stack, StackOptions, missing_packages
-from demo.story import Event, intro, run_story, say, summary
+from demo.story import Event, intro, replay_story, run_story, say, summary
 
 STORY_SECONDS = 210.0  # from the first error to giving up; the story takes about 80 s
 RECOVER_AFTER = 8.0
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 emit=show,
             )
             for line in summary(story):
+                print(line, flush=True)
+            for line in replay_story(stack.endpoints, options, story):
                 print(line, flush=True)
             if not story.finished:
                 stack.failed = True

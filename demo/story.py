@@ -14,16 +14,19 @@ breaker's and the incident's lifecycle, and whether any other tenant was ever is
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from demo.probes import Endpoints, StackError, tenant_ids
-from demo.processes import StackOptions
+from demo.processes import REPO, StackOptions
 
 ISOLATING_ALERT = "TenantErrorRateHigh"
 ISOLATED_STATES = frozenset({"open", "half_open", "forced_open"})
@@ -428,3 +431,42 @@ def summary(story: Story) -> list[str]:
     shed = ", ".join(f"{t} {n}" for t, n in sorted(story.shed.items()))
     lines.append(f"  queries shed by the gateway: {shed}")
     return lines
+
+
+# The setting the demo's own story is replayed under at the end: the default open period
+# instead of the demo's short one.
+REPLAY_SETTING = "breaker_open_seconds=60"
+
+
+def replay_story(
+    endpoints: Endpoints, options: StackOptions, story: Story, *, setting: str = REPLAY_SETTING
+) -> list[str]:
+    """`python -m receiver replay` of the story just told (from the first error on), with
+    the demo's settings against `setting`: its comparison table and timeline."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_") and k != "DATABASE_URL"
+    }
+    env.update(
+        DATABASE_URL=endpoints.database_url,
+        RECEIVER_BREAKER_OPEN_SECONDS=str(options.breaker_open_seconds),
+        RECEIVER_HALF_OPEN_PROBATION_SECONDS=str(options.probation_seconds),
+    )
+    since = datetime.fromtimestamp((story.errors_started or story.started) - 1, UTC)
+    cmd = [sys.executable, "-m", "receiver", "replay", "--since", since.isoformat()]
+    try:
+        done = subprocess.run(
+            [*cmd, "--set", setting],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return ["", "replay: timed out"]
+    head = ["", f"what if: the same story replayed with {setting} (python -m receiver replay)"]
+    if done.returncode != 0:
+        return [*head, f"  replay failed ({done.returncode}): {done.stderr.strip()}"]
+    return head + ["  " + line if line else "" for line in done.stdout.splitlines()]

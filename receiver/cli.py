@@ -1,10 +1,13 @@
-"""`python -m receiver serve` and `python -m receiver migrate`."""
+"""`python -m receiver serve`, `migrate`, `audit verify` and `replay`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -114,6 +117,174 @@ def audit_verify(settings: Settings, anchors: list[str]) -> int:
     return 0
 
 
+def _iso(value: str | None, flag: str) -> datetime | None:
+    """An ISO 8601 time; one without an offset is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ReplayArgumentError(
+            f"{flag} {value!r}: not an ISO 8601 time (for example 2026-12-01T08:00:00Z)"
+        ) from None
+    return parsed if parsed.utcoffset() is not None else parsed.replace(tzinfo=UTC)
+
+
+class ReplayArgumentError(ValueError):
+    """A replay argument that can never work: the message says why."""
+
+
+def _proposed(settings: Settings, pairs: list[str]) -> tuple[Settings, dict[str, tuple[Any, Any]]]:
+    """The settings with `--set NAME=VALUE` applied, validated as the service validates
+    them at start (the same messages), and what changed."""
+    from receiver.service.replay import REPLAYED_SETTINGS
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip().lower().removeprefix("receiver_")
+        if not sep or not name:
+            raise ReplayArgumentError(f"--set {pair!r}: expected NAME=VALUE")
+        if name not in REPLAYED_SETTINGS:
+            known = (
+                "is not a setting"
+                if name not in Settings.model_fields
+                else ("decides nothing a replay replays")
+            )
+            raise ReplayArgumentError(
+                f"--set {name}: {known}; a replay can change {', '.join(REPLAYED_SETTINGS)}"
+            )
+        values[name] = value.strip()
+    try:
+        proposed = Settings(**values) if values else settings
+    except (ValidationError, SettingsError) as exc:
+        raise ReplayArgumentError(f"receiver: invalid settings: {exc}") from None
+    changes = {n: (getattr(settings, n), getattr(proposed, n)) for n in values}
+    return proposed, {n: c for n, c in changes.items() if c[0] != c[1]}
+
+
+def _progress_bar() -> Any:
+    """A progress bar on stderr when it is a terminal and the replay is long."""
+    if not sys.stderr.isatty():
+        return None
+    shown = [-1]
+
+    def show(done: int, total: int) -> None:
+        if total < 2000:
+            return
+        pct = done * 100 // total
+        if pct != shown[0]:
+            shown[0] = pct
+            bar = "#" * (pct * 30 // 100)
+            sys.stderr.write(f"\rreplaying [{bar:<30}] {pct:3d}% ({done}/{total} steps)")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    return show
+
+
+def replay_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    """What-if replay: exit 0 with the comparison, 2 for bad arguments, 1 when there is
+    nothing to replay or the database cannot be read."""
+    import asyncio
+
+    from receiver.config import ServiceConfig
+    from receiver.errors import InvalidInput, ReceiverError
+    from receiver.service.replay import what_if
+
+    try:
+        since, until = _iso(args.since, "--since"), _iso(args.until, "--until")
+        proposed, changes = _proposed(settings, args.set)
+    except ReplayArgumentError as exc:
+        print(f"receiver replay: {exc}", file=sys.stderr)
+        return 2
+    if not settings.database_url:
+        print("receiver replay: DATABASE_URL is not set", file=sys.stderr)
+        return 2
+
+    async def run() -> Any:
+        from receiver.db.engine import create_engine, session_factory
+
+        engine = create_engine(settings)
+        try:
+            return await what_if(
+                sessions=session_factory(engine),
+                baseline=ServiceConfig.from_settings(settings),
+                proposed=ServiceConfig.from_settings(proposed),
+                since=since,
+                until=until,
+                now=datetime.now(UTC),
+                progress=_progress_bar(),
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        result = asyncio.run(run())
+    except InvalidInput as exc:
+        print(f"receiver replay: {exc.detail}", file=sys.stderr)
+        return 2
+    except ReceiverError as exc:
+        print(f"receiver replay: {exc.detail}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the database refused (a role without SELECT, ...)
+        print(f"receiver replay: cannot read the record: {exc}", file=sys.stderr)
+        return 1
+    _print_replay(result, changes, as_json=args.json, html_path=args.html)
+    return 0
+
+
+def _print_replay(result: Any, changes: dict[str, Any], *, as_json: bool, html_path: Any) -> None:
+    import json
+
+    from receiver.domain import replay_report as report
+
+    b, p = result.baseline, result.proposed
+    if html_path is not None:
+        page = report.html_report(b, p, since=result.since, until=result.until, changes=changes)
+        html_path.write_text(page, encoding="utf-8")
+    if as_json:
+        out = {
+            "since": result.since.isoformat(),
+            "until": result.until.isoformat(),
+            "changes": {n: {"from": a, "to": v} for n, (a, v) in changes.items()},
+            "baseline": b.as_json(),
+            "proposed": p.as_json(),
+        }
+        print(json.dumps(out, indent=2))
+        return
+    print(
+        f"what-if replay of {result.inputs} recorded inputs, "
+        f"{result.since.isoformat(timespec='seconds')} .. "
+        f"{result.until.isoformat(timespec='seconds')}\n"
+    )
+    print(report.text_table(b, p, changes=changes))
+    print()
+    print(report.text_timeline(b, p, since=result.since, until=result.until))
+    if html_path is not None:
+        print(f"\nHTML report: {html_path}")
+
+
+def _add_replay(sub: Any) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="what-if: replay the recorded history with the settings in force and with --set "
+        "changes, and compare (reads only)",
+    )
+    replay.add_argument("--since", metavar="ISO", help="window start (default: first record)")
+    replay.add_argument("--until", metavar="ISO", help="window end (default: now); no offset: UTC")
+    replay.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a proposed setting, e.g. max_isolated_percent=10 (repeatable)",
+    )
+    replay.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    replay.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m receiver",
@@ -135,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SEAL_ID:DIGEST",
         help="a head printed by an earlier run (kept outside the database): it must still hold",
     )
+    _add_replay(sub)
     args = parser.parse_args(argv)
     settings = _settings()
     logs.configure(settings.log_level)
@@ -142,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     if args.command == "audit":
         return audit_verify(settings, args.anchor)
+    if args.command == "replay":
+        return replay_cmd(settings, args)
     return migrate_cmd(settings)
 
 

@@ -40,6 +40,7 @@ TABLES_IN_DELETE_ORDER = (
     "audit_seals",
     "audit_log",
     "notifications",
+    "probe_outcomes",
     "alerts",
     "deliveries",
     "breakers",

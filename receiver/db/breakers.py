@@ -131,7 +131,9 @@ async def lock_due(session: AsyncSession, *, now: datetime, limit: int) -> list[
     rows = await session.execute(
         select(BreakerRow.__table__)
         .where(BreakerRow.next_check_at <= now)
-        .order_by(BreakerRow.next_check_at)
+        # tenant_id breaks ties: which of two suppressed trips retried at one moment goes
+        # first is then the same in every sweep (and in a what-if replay).
+        .order_by(BreakerRow.next_check_at, BreakerRow.tenant_id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

@@ -39,6 +39,8 @@ APP_TABLE_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "reconciler_state": ("SELECT", "INSERT", "UPDATE"),
     "reconcile_absent": ("SELECT", "INSERT", "DELETE"),
     "heartbeat_state": ("SELECT", "INSERT", "UPDATE"),
+    # Probe reports are kept as they arrived (the what-if replay reads them).
+    "probe_outcomes": ("SELECT", "INSERT"),
     # /readyz compares the schema revision with the scripts' head.
     "alembic_version": ("SELECT",),
     # The SQL views of the README, for the API's and people's reads.

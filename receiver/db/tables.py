@@ -199,6 +199,31 @@ class Breaker(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class ProbeOutcome(Base):
+    """Probe results a gateway reported (POST /v1/tenants/{id}/outcomes), one row per
+    report, written in the transaction that applied them, with the breaker's state when
+    they arrived (its effective state: an elapsed open period is already half-open) and
+    after. The what-if replay reads them: without them it could not decide half-open."""
+
+    __tablename__ = "probe_outcomes"
+    __table_args__ = (
+        CheckConstraint("success >= 0 AND failure >= 0", name="counts"),
+        CheckConstraint(f"state_before IN {BREAKER_STATES!r}", name="state_before"),
+        CheckConstraint(f"state_after IN {BREAKER_STATES!r}", name="state_after"),
+        Index("ix_probe_outcomes_received_at", "received_at"),
+        Index("ix_probe_outcomes_tenant_id_received_at", "tenant_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text)
+    # The receiver's clock when the report was applied: the `now` of the decision.
+    received_at: Mapped[datetime]
+    success: Mapped[int] = mapped_column(Integer)
+    failure: Mapped[int] = mapped_column(Integer)
+    state_before: Mapped[str] = mapped_column(Text)
+    state_after: Mapped[str] = mapped_column(Text)
+
+
 class Notification(Base):
     """Transactional outbox: written in the transaction that caused the event, delivered
     after commit by the worker (receiver/channels/worker.py), one row per channel and, for

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.config import ServiceConfig
 from receiver.db import breakers as breaker_rows
+from receiver.db import probes as probe_rows
 from receiver.db.audit import ALERTMANAGER, SYSTEM, AuditTrail
 from receiver.db.breakers import Versioned
 from receiver.db.transaction import database_now, in_transaction
@@ -94,6 +95,7 @@ def _audit_event(audit: AuditTrail, event: domain.Event, *, actor: str, breaker:
             isolated=event.isolated,
             limit=event.limit,
             reason="mass-isolation guard: isolating this tenant would exceed the limit",
+            at=event.at,
         )
 
 
@@ -199,6 +201,16 @@ async def record_outcomes(
         out = domain.on_outcomes(
             before, success=success, failure=failure, now=now, policy=config.breaker
         )
+        # Every report is kept, counted or not: the what-if replay's input.
+        await probe_rows.record(
+            session,
+            tenant_id=tenant_id,
+            received_at=now,
+            success=success,
+            failure=failure,
+            state_before=domain.effective(before, now=now, policy=config.breaker).state,
+            state_after=out.breaker.state,
+        )
         if out.breaker == before:
             return None
         change = BreakerChange(before=before, breaker=out.breaker, events=out.events)
@@ -238,6 +250,7 @@ async def override_breaker(
             action=action.value,
             reason=reason,
             **{"from": acted_on.state.value, "to": out.breaker.state.value},
+            at=now,
         )
         # Who forced the breaker and why, for SQL readers; a release clears it.
         forced = action is not OverrideAction.RELEASE

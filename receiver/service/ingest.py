@@ -390,7 +390,9 @@ class WebhookAuditor:
     actor: str = ALERTMANAGER
 
     def changed(self, audit: AuditTrail, alert: AlertInstance, *, inserted: bool) -> None:
-        details = alert_details(alert)
+        # `at`: the clock the decision used (occurred_at is the statement's); the what-if
+        # replay places each input at it.
+        details = {**alert_details(alert), "at": self.now}
         if alert.status is AlertStatus.FIRING:
             audit.add("alert.fired", actor=self.actor, tenant_id=alert.tenant_id, **details)
         else:
@@ -404,7 +406,7 @@ class WebhookAuditor:
             )
 
     def duplicate(self, audit: AuditTrail, alert: AlertInstance, *, stale: bool) -> None:
-        details = alert_details(alert)
+        details = {**alert_details(alert), "at": self.now}
         if stale:
             details = {
                 "reason": "stale: a newer instance of these labels is already recorded",

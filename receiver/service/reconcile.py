@@ -184,7 +184,7 @@ async def _record_changes(
         instances,
         known=known,
         write=write,
-        auditor=ReconcilerAuditor({c.key: c for c in changes}),
+        auditor=ReconcilerAuditor({c.key: c for c in changes}, now=now),
         config=config,
         now=now,
         audit=audit,
@@ -203,10 +203,12 @@ class ReconcilerAuditor:
     concurrent webhook made first is nobody's to audit twice."""
 
     changes: Mapping[InstanceKey, ReconcileChange]
+    now: datetime
     actor: str = RECONCILER_ACTOR
 
     def changed(self, audit: AuditTrail, alert: AlertInstance, *, inserted: bool) -> None:
-        details: dict[str, Any] = dict(self.changes[alert.key].audit_details())
+        # `at`: the clock the decision used, where the what-if replay places the change.
+        details: dict[str, Any] = {**self.changes[alert.key].audit_details(), "at": self.now}
         audit.add(AUDIT_ACTION, actor=self.actor, tenant_id=alert.tenant_id, **details)
 
     def duplicate(self, audit: AuditTrail, alert: AlertInstance, *, stale: bool) -> None:
