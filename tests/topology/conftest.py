@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver import migrate
+from receiver.db import migrate
 from tests.integration.helpers import ServerProcess
 from tests.topology.servers import (
     APP_DB,

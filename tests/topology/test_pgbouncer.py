@@ -30,7 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from receiver import migrate
+from receiver.db import migrate
 from receiver.db.engine import create_engine
 from receiver.domain.alerts import fingerprint
 from receiver.settings import Settings
