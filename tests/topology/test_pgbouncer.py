@@ -124,6 +124,7 @@ def replicas(
         [pooled_url, pooled_url],
         RECEIVER_LISTEN_DATABASE_URL=direct_url,
         RECEIVER_DB_PREPARED_STATEMENTS="false",
+        RECEIVER_DB_STARTUP_OPTIONS="false",
         RECEIVER_DB_POOL_SIZE="6",
         RECEIVER_SLACK_WEBHOOK_URL=slack.url,
         RECEIVER_OUTBOX_POLL_SECONDS="0.1",
