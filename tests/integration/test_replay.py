@@ -55,8 +55,16 @@ class _Datetime(datetime):
         return CLOCK.now if tz is not None else CLOCK.now.replace(tzinfo=None)
 
 
+async def _database_now(_session: Any) -> datetime:
+    return CLOCK.now
+
+
 @pytest.fixture
 def controlled_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The service decides on the database's clock (db.transaction.database_now); here that
+    clock is CLOCK, moved by the test, and the process's own clock with it."""
+    for module in ("receiver.service.ingest", "receiver.service.breakers"):
+        monkeypatch.setattr(f"{module}.database_now", _database_now)
     for module in ("receiver.http.webhook", "receiver.http.breakers", "receiver.app"):
         monkeypatch.setattr(f"{module}.datetime", _Datetime)
     return CLOCK
@@ -92,7 +100,7 @@ class Driver:
             if due is None or due > to:
                 break
             CLOCK.now = max(CLOCK.now, due)
-            await breaker_service.sweep(sessions=app[SESSIONS], config=app[CONFIG], now=CLOCK.now)
+            await breaker_service.sweep(sessions=app[SESSIONS], config=app[CONFIG])
         CLOCK.now = max(CLOCK.now, to)
 
     async def post(self, body: dict[str, Any]) -> None:
@@ -196,6 +204,9 @@ async def drive(
             half_open_probes=PROBES,
             half_open_probation_seconds=PROBATION,
             max_isolated_percent=percent,
+            # Off: with the clock hours ahead and no Watchdog, the heartbeat would open its
+            # "pipeline silent" P0, which no tenant history replays.
+            heartbeat_timeout_seconds=0,
         )
     )
     async with TestClient(TestServer(app)) as client:

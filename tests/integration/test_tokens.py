@@ -216,7 +216,7 @@ def test_refuses_short_tokens(tmp_path: Path) -> None:
     assert "alice" in message and "shorter than 16" in message and "short\n" not in message
 
 
-@pytest.mark.parametrize("example", sorted((REPO / "deploy").glob("*.example")))
+@pytest.mark.parametrize("example", sorted((REPO / "deploy").glob("*_token.example")))
 def test_refuses_the_deploy_placeholders(example: Path) -> None:
     placeholder = example.read_text().strip()
     assert placeholder in PLACEHOLDER_TOKENS

@@ -275,7 +275,9 @@ async def test_webhook_api_sweeper_and_outbox_through_pgbouncer(
 
 async def run_transactions(url: str, *, prepared: bool, clients: int = 4, each: int = 25) -> int:
     """Short transactions of the receiver's engine through PgBouncer: how many failed."""
-    engine = create_engine(Settings(database_url=url, db_prepared_statements=prepared))
+    engine = create_engine(
+        Settings(database_url=url, db_prepared_statements=prepared, db_startup_options=False)
+    )
     failed = 0
 
     async def client(c: int) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from receiver.http.auth import TokenRegistry
 from receiver.ui import charts, present
 from receiver.ui.auth import ConsoleAuth
 from receiver.ui.forms import action_items, local_next
@@ -74,8 +75,12 @@ def test_action_item_lines() -> None:
     ]
 
 
+def _tokens(api: str) -> TokenRegistry:
+    return TokenRegistry(webhook=None, api=api.encode(), gateway=None, operators=())
+
+
 def test_sessions_are_signed_expire_and_die_with_their_token() -> None:
-    auth = ConsoleAuth(key=b"k" * 32, api_token="tok", max_age=60)
+    auth = ConsoleAuth(key=b"k" * 32, tokens=_tokens("tok"), max_age=60)
     assert auth.identify("nope") is None
     assert auth.identify("tok") == "operator"
     assert auth.identify("tok", name=" alice ") == "alice"
@@ -85,10 +90,10 @@ def test_sessions_are_signed_expire_and_die_with_their_token() -> None:
     # (the first character: the last one of base64 may carry only padding bits)
     assert auth.session(("A" if cookie[0] != "A" else "B") + cookie[1:]) is None
     # Another replica with the same key reads it; another key, or a rotated token, does not.
-    assert ConsoleAuth(key=b"k" * 32, api_token="tok", max_age=60).session(cookie) == op
-    assert ConsoleAuth(key=b"j" * 32, api_token="tok", max_age=60).session(cookie) is None
-    assert ConsoleAuth(key=b"k" * 32, api_token="new", max_age=60).session(cookie) is None
-    expired = ConsoleAuth(key=b"k" * 32, api_token="tok", max_age=0)
+    assert ConsoleAuth(key=b"k" * 32, tokens=_tokens("tok"), max_age=60).session(cookie) == op
+    assert ConsoleAuth(key=b"j" * 32, tokens=_tokens("tok"), max_age=60).session(cookie) is None
+    assert ConsoleAuth(key=b"k" * 32, tokens=_tokens("new"), max_age=60).session(cookie) is None
+    expired = ConsoleAuth(key=b"k" * 32, tokens=_tokens("tok"), max_age=0)
     time.sleep(1.1)
     assert expired.session(cookie) is None
 
@@ -109,11 +114,16 @@ def test_a_session_key_file_is_read_and_a_short_one_refused(tmp_path) -> None:  
     short, good = tmp_path / "short", tmp_path / "good"
     short.write_text("replace-me\n")
     good.write_text("x" * 48 + "\n")
-    base = {"database_url": "postgresql+psycopg://u@h/db", "api_token": "tok", "webhook_token": "w"}
+    api, webhook = "api-token-" + "t" * 16, "webhook-token-" + "w" * 16
+    base = {
+        "database_url": "postgresql+psycopg://u@h/db",
+        "api_token": api,
+        "webhook_token": webhook,
+    }
     with pytest.raises(SettingsError, match="at least 32"):
         Settings(**base, ui_session_key_file=short).check_startable()
     settings = Settings(**base, ui_session_key_file=good)
     settings.check_startable()
     auth = ConsoleAuth.from_settings(settings)
-    other = ConsoleAuth(key=b"x" * 48, api_token="tok", max_age=60)
-    assert other.session(auth.new_session("x", "tok")) is not None
+    other = ConsoleAuth(key=b"x" * 48, tokens=_tokens(api), max_age=60)
+    assert other.session(auth.new_session("x", api)) is not None
