@@ -33,7 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from receiver.config import ServiceConfig
 from receiver.db.transaction import current_deadline, deadline_at
 from receiver.errors import DatabaseUnavailable
-from receiver.service.ingest import IngestResult, WebhookDelivery, ingest_deliveries
+from receiver.service.ingest import (
+    IngestResult,
+    WebhookDelivery,
+    ingest_deliveries,
+    needs_guard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +56,24 @@ class _Member:
 
 @dataclass
 class Batcher:
-    """Gathers concurrent deliveries into batches; `submit` answers one delivery."""
+    """Gathers concurrent deliveries into batches; `submit` answers one delivery.
+
+    Two lanes: deliveries that may trip a breaker take the mass-isolation guard's lock,
+    held to commit, so they go one batch at a time per process (the next batch gathers
+    meanwhile, and one guard decision covers it) instead of holding connections that wait
+    on the lock; the others go MAX_IN_FLIGHT batches at a time."""
 
     sessions: async_sessionmaker[AsyncSession]
     config: ServiceConfig
     wait_seconds: float
     max_deliveries: int
-    _open: list[_Member] = field(default_factory=list)
-    _timer: asyncio.TimerHandle | None = None
-    _closed: bool = False  # the open batch's wait is over; it goes when a slot is free
-    _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    _lanes: dict[bool, _Lane] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lanes = {
+            guarded: _Lane(self, max_in_flight=1 if guarded else MAX_IN_FLIGHT)
+            for guarded in (False, True)
+        }
 
     async def submit(self, delivery: WebhookDelivery) -> IngestResult:
         """The delivery's result once its batch committed; DatabaseUnavailable (503) when
@@ -68,11 +81,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         member = _Member(delivery, loop.create_future(), current_deadline())
         member.answer.add_done_callback(_consume)
-        self._open.append(member)
-        if len(self._open) >= self.max_deliveries or self.wait_seconds <= 0:
-            self._close()
-        elif self._timer is None and not self._closed:
-            self._timer = loop.call_later(self.wait_seconds, self._close)
+        self._lanes[needs_guard(delivery.alerts)].add(member)
         timeout = None if member.deadline is None else max(0.0, member.deadline - loop.time())
         done, _ = await asyncio.wait({member.answer}, timeout=timeout)
         if not done:
@@ -81,36 +90,10 @@ class Batcher:
 
     async def close(self) -> None:
         """Write what is gathered and wait for every batch (shutdown)."""
-        self._close()
-        while self._in_flight or self._open:
-            if self._in_flight:
-                await asyncio.wait(set(self._in_flight))
-            self._start_ready()
+        for lane in self._lanes.values():
+            await lane.close()
 
-    def _close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._closed = True
-        self._start_ready()
-
-    def _start_ready(self) -> None:
-        while self._closed and self._open and len(self._in_flight) < MAX_IN_FLIGHT:
-            batch = self._open[: self.max_deliveries]
-            del self._open[: self.max_deliveries]
-            task = asyncio.get_running_loop().create_task(self._write(batch))
-            self._in_flight.add(task)
-            task.add_done_callback(self._finished)
-        # What is left waited already: it goes as soon as a batch finishes, with whatever
-        # arrives meanwhile.
-        if not self._open:
-            self._closed = False
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._start_ready()
-
-    async def _write(self, batch: Sequence[_Member]) -> None:
+    async def write(self, batch: Sequence[_Member]) -> None:
         deadlines = [m.deadline for m in batch if m.deadline is not None]
         with deadline_at(min(deadlines) if deadlines else None):
             try:
@@ -136,7 +119,56 @@ class Batcher:
                     if not m.answer.done():
                         m.answer.set_result(result)
                 return
-        await asyncio.gather(*(self._write([m]) for m in batch))
+        await asyncio.gather(*(self.write([m]) for m in batch))
+
+
+@dataclass
+class _Lane:
+    batcher: Batcher
+    max_in_flight: int
+    _open: list[_Member] = field(default_factory=list)
+    _timer: asyncio.TimerHandle | None = None
+    _closed: bool = False  # the open batch's wait is over; it goes when a slot is free
+    _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def add(self, member: _Member) -> None:
+        b = self.batcher
+        self._open.append(member)
+        if len(self._open) >= b.max_deliveries or b.wait_seconds <= 0:
+            self._close()
+        elif self._timer is None and not self._closed:
+            self._timer = asyncio.get_running_loop().call_later(b.wait_seconds, self._close)
+
+    async def close(self) -> None:
+        self._close()
+        while self._in_flight or self._open:
+            if self._in_flight:
+                await asyncio.wait(set(self._in_flight))
+            self._start_ready()
+
+    def _close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._closed = True
+        self._start_ready()
+
+    def _start_ready(self) -> None:
+        size = self.batcher.max_deliveries
+        while self._closed and self._open and len(self._in_flight) < self.max_in_flight:
+            batch = self._open[:size]
+            del self._open[:size]
+            task = asyncio.get_running_loop().create_task(self.batcher.write(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+        # What is left waited already: it goes as soon as a batch finishes, with whatever
+        # arrives meanwhile.
+        if not self._open:
+            self._closed = False
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._start_ready()
 
 
 def _fail(member: _Member, exc: BaseException) -> None:
