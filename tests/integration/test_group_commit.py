@@ -192,3 +192,44 @@ async def test_a_delivery_that_can_never_succeed_fails_alone(start_server, http,
     assert sql("SELECT count(*) FROM breakers WHERE state = 'open'") == [(16,)]
     assert sql("SELECT count(*) FROM deliveries") == [(16,)]
     assert "written one by one" in server.log()  # the batch failed, then its members alone
+
+
+# --- RECEIVER_WORKERS ------------------------------------------------------------------------
+
+
+async def test_two_workers_share_one_port_and_both_see_a_trip(start_server, http, sql):
+    server = start_server("workers", RECEIVER_WORKERS="2", RECEIVER_MAX_ISOLATED_PERCENT="100")
+    await server.wait_ready(http)
+    # Two serving processes, each with its own breaker listener (its pid in the name).
+    listeners = await poll_rows(
+        sql,
+        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+        "%pid=%",
+        count=2,
+    )
+    assert len({name for (name,) in listeners}) == 2
+    status, out = await post(http, server, firing("tenant-w"))
+    assert (status, out["breaker_transitions"]) == (200, 1)
+    # Fresh connections: the kernel spreads them over both processes; each must read open
+    # (the one that committed at once, the other from NOTIFY).
+    states = []
+    for _ in range(40):
+        async with aiohttp.ClientSession() as fresh:
+            headers = {"Authorization": f"Bearer {API_TOKEN}"}
+            async with fresh.get(f"{server.url}/v1/tenants/tenant-w/breaker", headers=headers) as r:
+                states.append((await r.json())["state"])
+        if states[-1] != "open":
+            await asyncio.sleep(0.05)
+    assert states[-20:] == ["open"] * 20, states
+
+
+async def poll_rows(
+    sql: Callable[..., list[tuple[Any, ...]]], query: str, *params: Any, count: int
+) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for _ in range(100):
+        rows = sql(query, *params)
+        if len(rows) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return rows
