@@ -30,6 +30,7 @@ from receiver.http import analytics, breakers, incidents, ops, tenants, webhook
 from receiver.http.auth import TokenRegistry
 from receiver.http.middlewares import auth_middleware, error_middleware
 from receiver.keys import (
+    BATCHER,
     CHANNEL_HEALTH,
     CONFIG,
     ENGINE,
@@ -48,6 +49,7 @@ from receiver.service import breakers as breaker_service
 from receiver.service import heartbeat as heartbeat_service
 from receiver.service import incidents as incident_service
 from receiver.service import reconcile as reconcile_service
+from receiver.service.group_commit import Batcher
 from receiver.service.seals import AuditSealer
 from receiver.settings import Settings
 from receiver.ui import setup as setup_console
@@ -80,6 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VIEW] = view
     app[METRICS] = metrics
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_group_commit)
     app.cleanup_ctx.append(_breaker_listener)
     app.cleanup_ctx.append(_sweeper)
     app.cleanup_ctx.append(_sla_checker)
@@ -108,6 +111,21 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[SESSIONS] = session_factory(engine)
     yield
     await engine.dispose()
+
+
+async def _group_commit(app: web.Application) -> AsyncIterator[None]:
+    """Webhook deliveries that arrive together share a transaction (service/group_commit.py);
+    on the way out, what is gathered is written before the engine goes."""
+    settings = app[SETTINGS]
+    batcher = Batcher(
+        sessions=app[SESSIONS],
+        config=app[CONFIG],
+        wait_seconds=settings.batch_wait_ms / 1000,
+        max_deliveries=settings.batch_max_deliveries,
+    )
+    app[BATCHER] = batcher
+    yield
+    await batcher.close()
 
 
 async def _breaker_listener(app: web.Application) -> AsyncIterator[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +27,6 @@ def _settings() -> Settings:
 
 
 def serve(settings: Settings) -> int:
-    from receiver.app import create_app
-
     try:
         settings.check_startable()
     except SettingsError as exc:
@@ -46,17 +45,41 @@ def serve(settings: Settings) -> int:
             "channels": settings.enabled_channels or "none",
         },
     )
+    reuse_port = settings.workers > 1
+    # RECEIVER_WORKERS: that many serving processes on one port (SO_REUSEPORT; the kernel
+    # spreads connections), forked before any event loop. Each is a replica of its own:
+    # its own pool, breaker view kept by NOTIFY, and background loops, which are already
+    # safe with several replicas (leases, SKIP LOCKED, try-locks).
+    ctx = multiprocessing.get_context("fork")
+    children = [
+        ctx.Process(target=_run_app, args=(settings, reuse_port), name=f"worker-{i}")
+        for i in range(1, settings.workers)
+    ]
+    for child in children:
+        child.start()
+    try:
+        _run_app(settings, reuse_port)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(timeout=15)
+    return 0
+
+
+def _run_app(settings: Settings, reuse_port: bool) -> None:
+    from receiver.app import create_app
     from receiver.logs import JsonAccessLogger
 
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        reuse_port=reuse_port or None,
         access_log_class=JsonAccessLogger,
         access_log=logging.getLogger("receiver.access"),
         print=None,
     )
-    return 0
 
 
 def migrate_cmd(settings: Settings) -> int:

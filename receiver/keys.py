@@ -15,6 +15,7 @@ from receiver.channels.health import ChannelHealth
 from receiver.config import ServiceConfig
 from receiver.domain.notification import Channel
 from receiver.metrics import Metrics
+from receiver.service.group_commit import Batcher
 from receiver.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -27,3 +28,4 @@ METRICS = web.AppKey("metrics", Metrics)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 SENDERS = web.AppKey("senders", dict[Channel, Sender])
 CHANNEL_HEALTH = web.AppKey("channel_health", ChannelHealth)
+BATCHER = web.AppKey("batcher", Batcher)

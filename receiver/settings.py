@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     # wait and every transaction left idle by a stuck client (receiver/db/engine.py).
     request_deadline_seconds: float = Field(default=5.0, gt=0, le=300)
     db_statement_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Group commit (receiver/service/group_commit.py): webhook deliveries that arrive
+    # together are written in one transaction. A batch closes this long after its first
+    # delivery arrived, or when it holds this many deliveries; 0 ms or 1 delivery: every
+    # delivery its own transaction, as before.
+    batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    batch_max_deliveries: int = Field(default=64, ge=1, le=10_000)
+    # Serving processes on one port (SO_REUSEPORT), each with its own breaker view kept by
+    # NOTIFY and its own background loops, as replicas are (receiver/cli.py).
+    workers: int = Field(default=1, ge=1, le=64)
     db_lock_timeout_seconds: float = Field(default=2.0, gt=0)
     db_idle_in_transaction_timeout_seconds: float = Field(default=10.0, gt=0)
     # The timeouts travel in libpq's `options` startup parameter, which PgBouncer refuses

@@ -97,6 +97,22 @@ def deadline(seconds: float) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
+def current_deadline() -> float | None:
+    """The absolute deadline (event loop time) of this context, None when there is none."""
+    return _DEADLINE.get()
+
+
+@contextlib.contextmanager
+def deadline_at(at: float | None) -> Iterator[None]:
+    """As `deadline`, with an absolute event loop time (None: no deadline): a batch of
+    deliveries (service/group_commit.py) runs by the earliest deadline of its members."""
+    token = _DEADLINE.set(at)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
 async def database_now(session: AsyncSession) -> datetime:
     """The database's clock, read once per transaction: every decision of one transaction
     uses one instant, and replicas whose clocks disagree still decide alike. A statement

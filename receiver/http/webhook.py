@@ -12,7 +12,7 @@ from receiver.domain.alerts import AlertRole, AlertStatus
 from receiver.http.parsing import json_response, parse_model, read_json_body
 from receiver.http.schemas import WebhookPayload, WebhookSummary
 from receiver.metrics import Metrics
-from receiver.service.ingest import IngestResult, WebhookDelivery, ingest_webhook
+from receiver.service.ingest import IngestResult, WebhookDelivery
 
 
 async def alertmanager_webhook(request: web.Request) -> web.Response:
@@ -26,8 +26,9 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         payload = parse_model(WebhookPayload, body)
         config = app[keys.CONFIG]
         delivery = _delivery(payload, tenant_label=config.tenant_label)
-        # No clock from here: the transaction takes the database's (service/ingest.py).
-        result = await ingest_webhook(sessions=app[keys.SESSIONS], delivery=delivery, config=config)
+        # No clock from here: the transaction takes the database's (service/ingest.py);
+        # deliveries arriving together share it (service/group_commit.py).
+        result = await app[keys.BATCHER].submit(delivery)
         # Read your writes: this replica answers gateways with the new state at once.
         app[keys.VIEW].apply(result.breakers)
     _count(metrics, delivery, result)

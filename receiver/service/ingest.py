@@ -126,19 +126,43 @@ async def ingest_webhook(
     delivery: WebhookDelivery,
     config: ServiceConfig,
 ) -> IngestResult:
-    async def work(session: AsyncSession) -> IngestResult:
-        return await _ingest(session, delivery=delivery, config=config)
+    (result,) = await ingest_deliveries(sessions=sessions, deliveries=[delivery], config=config)
+    return result
+
+
+async def ingest_deliveries(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    deliveries: Sequence[WebhookDelivery],
+    config: ServiceConfig,
+) -> list[IngestResult]:
+    """Several deliveries in ONE transaction and one commit (group commit,
+    service/group_commit.py): each is ingested as if it were alone, one after the other,
+    so a later one sees what an earlier one wrote (copies of one alert collapse into one
+    transition, as across transactions)."""
+
+    async def work(session: AsyncSession) -> list[IngestResult]:
+        prepared = [prepare(d.alerts) for d in deliveries]
+        # One guard lock for the whole batch, before anything else, as for one delivery.
+        if any(needs_guard(p) for p in prepared):
+            await breaker_rows.lock_guard(session)
+        return [
+            await _ingest(session, delivery=d, instances=p, config=config)
+            for d, p in zip(deliveries, prepared, strict=True)
+        ]
 
     return await in_transaction(sessions, work, what="webhook delivery")
 
 
 async def _ingest(
-    session: AsyncSession, *, delivery: WebhookDelivery, config: ServiceConfig
+    session: AsyncSession,
+    *,
+    delivery: WebhookDelivery,
+    instances: list[AlertInstance],
+    config: ServiceConfig,
 ) -> IngestResult:
-    """Record the alerts, then let breakers and incidents follow their transitions."""
-    instances = prepare(delivery.alerts)
-    if needs_guard(instances):
-        await breaker_rows.lock_guard(session)
+    """Record the alerts, then let breakers and incidents follow their transitions. The
+    caller took the guard lock when `instances` (prepared) needs it."""
     delivery_id, known = await ingest_rows.begin_delivery(
         session, [a.fingerprint for a in instances]
     )
