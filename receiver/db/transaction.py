@@ -90,11 +90,8 @@ def _is_unstorable(exc: BaseException) -> bool:
 def deadline(seconds: float) -> Iterator[None]:
     """Every `in_transaction` inside the block commits, or raises DatabaseUnavailable, by
     `seconds` from now (the HTTP layer wraps a webhook in it)."""
-    token = _DEADLINE.set(asyncio.get_running_loop().time() + seconds)
-    try:
+    with deadline_at(asyncio.get_running_loop().time() + seconds):
         yield
-    finally:
-        _DEADLINE.reset(token)
 
 
 def current_deadline() -> float | None:

@@ -1,5 +1,6 @@
-"""ingest_webhook: one Alertmanager delivery, one transaction; and `apply_instances`, the
-same logic for the reconciler's instances (service/reconcile.py).
+"""ingest_deliveries: Alertmanager deliveries, one transaction for those that arrive
+together (service/group_commit.py batches them; one delivery is a batch of one); and
+`apply_instances`, the same logic for the reconciler's instances (service/reconcile.py).
 
 Alertmanager delivers at least once (retries, HA peers, repeat intervals), so every
 effect hangs off an alert instance's *transition*, found by an atomic upsert keyed on
@@ -118,16 +119,6 @@ def needs_guard(instances: Sequence[AlertInstance]) -> bool:
     """Trips are decided one at a time across the platform (the mass-isolation guard):
     take its lock before anything else when an isolating instance fires."""
     return any(a.role is AlertRole.ISOLATING and a.status is AlertStatus.FIRING for a in instances)
-
-
-async def ingest_webhook(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    delivery: WebhookDelivery,
-    config: ServiceConfig,
-) -> IngestResult:
-    (result,) = await ingest_deliveries(sessions=sessions, deliveries=[delivery], config=config)
-    return result
 
 
 async def ingest_deliveries(

@@ -7,12 +7,13 @@ Payloads start from the real Alertmanager 0.25 fixtures and change only what a t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from receiver import embedded_pg
 from receiver.domain.alerts import fingerprint
 from tests.conftest import API_HEADERS, WEBHOOK_HEADERS, load_fixture
 
@@ -229,3 +231,28 @@ def server_env(database_url: str, port: int, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def server_processes(
+    tmp_path: Path, database_url: str, **defaults: str
+) -> Iterator[Callable[..., ServerProcess]]:
+    """`start(name, **env)` runs a `python -m receiver serve` on a free port (env over
+    `defaults`), logging to tmp_path/name.log; every one started is stopped on the way out."""
+    started: list[ServerProcess] = []
+
+    def start(name: str, **env: str) -> ServerProcess:
+        port = embedded_pg.free_port()
+        server = ServerProcess(
+            env=server_env(database_url, port, **{**defaults, **env}),
+            log_path=tmp_path / f"{name}.log",
+            port=port,
+        )
+        started.append(server.start())
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

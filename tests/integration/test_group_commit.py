@@ -16,14 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from receiver import embedded_pg
 from tests.conftest import API_TOKEN, WEBHOOK_HEADERS, WEBHOOK_TOKEN
 from tests.integration.helpers import (
     ServerProcess,
     audit_rows,
     firing,
     isolating_alert,
-    server_env,
+    server_processes,
     webhook_payload,
 )
 
@@ -37,21 +36,8 @@ BATCH_ENV = {
 
 @pytest.fixture
 def start_server(tmp_path: Path, clean_db: str) -> Iterator[Callable[..., ServerProcess]]:
-    started: list[ServerProcess] = []
-
-    def start(name: str, **env: str) -> ServerProcess:
-        port = embedded_pg.free_port()
-        server = ServerProcess(
-            env=server_env(clean_db, port, **{**BATCH_ENV, **env}),
-            log_path=tmp_path / f"{name}.log",
-            port=port,
-        )
-        started.append(server.start())
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with server_processes(tmp_path, clean_db, **BATCH_ENV) as start:
+        yield start
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     firing,
     poll,
     server_env,
+    server_processes,
 )
 
 AGREEMENT_SECONDS = 1.0
@@ -33,19 +34,8 @@ AGREEMENT_SECONDS = 1.0
 
 @pytest.fixture
 def start_server(tmp_path: Path, clean_db: str) -> Iterator[Callable[..., ServerProcess]]:
-    started: list[ServerProcess] = []
-
-    def start(name: str, **env: str) -> ServerProcess:
-        port = embedded_pg.free_port()
-        server = ServerProcess(
-            env=server_env(clean_db, port, **env), log_path=tmp_path / f"{name}.log", port=port
-        )
-        started.append(server.start())
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with server_processes(tmp_path, clean_db) as start:
+        yield start
 
 
 @pytest.fixture
