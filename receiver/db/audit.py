@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +31,20 @@ _INSERT = text(
 )
 
 
+# Which delivery a row belongs to, from its tenant and details, when one trail serves
+# several deliveries written together (service/ingest.py, group commit).
+DeliveryOf = Callable[[str | None, Mapping[str, Any]], int | None]
+
+
 @dataclass
 class AuditTrail:
-    """Collects the rows of one transaction; `flush` writes them with one INSERT."""
+    """Collects the rows of one transaction; `flush` writes them with one INSERT.
+
+    Every row carries `delivery_id`, or, with `delivery_of`, the delivery it names."""
 
     delivery_id: int | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    delivery_of: DeliveryOf | None = None
 
     def add(
         self,
@@ -47,13 +56,16 @@ class AuditTrail:
         incident_id: str | None = None,
         **details: Any,
     ) -> None:
+        delivery_id = self.delivery_id
+        if self.delivery_of is not None:
+            delivery_id = self.delivery_of(tenant_id, details)
         self.rows.append(
             {
                 "actor": actor,
                 "action": action,
                 "tenant_id": tenant_id,
                 "incident_id": incident_id,
-                "delivery_id": self.delivery_id,
+                "delivery_id": delivery_id,
                 "details": details,
             }
         )

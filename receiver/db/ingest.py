@@ -1,6 +1,7 @@
-"""The statements of one webhook delivery: its id and stale check, then its alerts, the
-delivery row and its tenants, each in one round trip whatever the delivery's size; the
-same without a delivery for the reconciler; and the superseding of older instances."""
+"""The statements of webhook deliveries written together: their ids and stale check, then
+their alerts, delivery rows and tenants, each in one round trip whatever the deliveries'
+sizes and number; the same without a delivery for the reconciler; and the superseding of
+older instances."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from receiver.db.json import dumps
 from receiver.db.transaction import remember_now
 from receiver.domain.alerts import AlertInstance, AlertRole, AlertStatus
 
-# A delivery is written in three round trips whatever its size: `begin_delivery` (an id
-# and the stale check), `write_delivery` (alerts, the delivery with its counts, tenants)
-# and the audit rows (AuditTrail.flush); a fourth, `supersede`, only when an older
-# instance of an arriving fingerprint is still firing (begin_delivery tells). Each is one
+# Deliveries are written in three round trips whatever their size and number:
+# `begin_deliveries` (ids and the stale check), `write_deliveries` (alerts, the deliveries
+# with their counts, tenants) and the audit rows (AuditTrail.flush); a fourth,
+# `supersede`, only when an older instance of an arriving fingerprint is still firing
+# (begin_deliveries tells). Each is one
 # constant statement over arrays, so SQLAlchemy caches it and psycopg prepares it once
 # per connection. bench/README.md has the measurements that led here (one ORM statement
 # per table, built per delivery, was about three times the CPU per delivery).
@@ -35,9 +37,12 @@ _KNOWN = """
 """
 _BEGIN = text(
     f"""
-    SELECT n.id, s.fingerprint, s.newest, s.oldest_firing, n.now
+    SELECT n.ids, s.fingerprint, s.newest, s.oldest_firing, n.now
     FROM (
-        SELECT nextval(pg_get_serial_sequence('deliveries', 'id')) AS id,
+        SELECT ARRAY(
+                   SELECT nextval(pg_get_serial_sequence('deliveries', 'id'))
+                   FROM generate_series(1, CAST(:count AS integer))
+               ) AS ids,
                statement_timestamp() AS now
     ) AS n
     LEFT JOIN ({_KNOWN}) AS s ON true
@@ -56,16 +61,17 @@ _ALERTS_CTE = """
                             delivery_id, resolved_seen_at)
         SELECT r.fingerprint, r.starts_at, r.ends_at, r.status, r.tenant_id, r.alertname,
                r.labels::jsonb, r.annotations::jsonb, r.generator_url, r.isolating,
-               r.platform, CAST(:delivery_id AS bigint), r.resolved_seen_at
+               r.platform, r.delivery_id, r.resolved_seen_at
         FROM unnest(
             CAST(:fingerprint AS text[]), CAST(:starts_at AS timestamptz[]),
             CAST(:ends_at AS timestamptz[]), CAST(:status AS text[]),
             CAST(:tenant_id AS text[]), CAST(:alertname AS text[]), CAST(:labels AS text[]),
             CAST(:annotations AS text[]), CAST(:generator_url AS text[]),
             CAST(:isolating AS boolean[]), CAST(:platform AS boolean[]),
-            CAST(:resolved_seen_at AS timestamptz[])
+            CAST(:alert_delivery_id AS bigint[]), CAST(:resolved_seen_at AS timestamptz[])
         ) AS r(fingerprint, starts_at, ends_at, status, tenant_id, alertname, labels,
-               annotations, generator_url, isolating, platform, resolved_seen_at)
+               annotations, generator_url, isolating, platform, delivery_id,
+               resolved_seen_at)
         ON CONFLICT (fingerprint, starts_at) DO UPDATE
         SET status = excluded.status, ends_at = excluded.ends_at,
             annotations = excluded.annotations, resolved_seen_at = excluded.resolved_seen_at
@@ -77,15 +83,35 @@ _ALERTS_CTE = """
         ON CONFLICT (tenant_id) DO NOTHING
     )
 """
+# Several deliveries at once (group commit): an instance belongs to exactly one of them
+# (service/ingest.py writes deliveries that share a fingerprint in separate statements),
+# so joining the changed rows back to the arrays gives each delivery its counts.
 _WRITE = text(
     f"""
-    WITH {_ALERTS_CTE}, d AS (
+    WITH {_ALERTS_CTE}, counts AS (
+        SELECT r.delivery_id,
+               count(*) FILTER (WHERE a.inserted) AS new_alerts,
+               count(*) FILTER (WHERE NOT a.inserted) AS changed_alerts
+        FROM a
+        JOIN unnest(CAST(:fingerprint AS text[]), CAST(:starts_at AS timestamptz[]),
+                    CAST(:alert_delivery_id AS bigint[])) AS r(fingerprint, starts_at,
+                                                                delivery_id)
+          ON r.fingerprint = a.fingerprint AND r.starts_at = a.starts_at
+        GROUP BY r.delivery_id
+    ), d AS (
         INSERT INTO deliveries (id, receiver, status, group_key, group_labels, external_url,
                                 alert_count, truncated_alerts, new_alerts, changed_alerts)
-        SELECT :delivery_id, :receiver, :delivery_status, :group_key, CAST(:group_labels AS jsonb),
-               :external_url, :alert_count, :truncated_alerts,
-               count(*) FILTER (WHERE a.inserted), count(*) FILTER (WHERE NOT a.inserted)
-        FROM a
+        SELECT v.id, v.receiver, v.status, v.group_key, v.group_labels::jsonb,
+               v.external_url, v.alert_count, v.truncated_alerts,
+               coalesce(c.new_alerts, 0), coalesce(c.changed_alerts, 0)
+        FROM unnest(
+            CAST(:d_id AS bigint[]), CAST(:d_receiver AS text[]), CAST(:d_status AS text[]),
+            CAST(:d_group_key AS text[]), CAST(:d_group_labels AS text[]),
+            CAST(:d_external_url AS text[]), CAST(:d_alert_count AS integer[]),
+            CAST(:d_truncated_alerts AS integer[])
+        ) AS v(id, receiver, status, group_key, group_labels, external_url, alert_count,
+               truncated_alerts)
+        LEFT JOIN counts c ON c.delivery_id = v.id
     )
     SELECT fingerprint, starts_at, inserted FROM a
     """
@@ -148,13 +174,16 @@ def _known(rows: Sequence[Any]) -> Known:
     return known
 
 
-async def begin_delivery(session: AsyncSession, fingerprints: Sequence[str]) -> tuple[int, Known]:
-    """A new delivery id, and what is recorded of `fingerprints`. The statement also
-    reads the database's clock for the transaction (db.transaction.database_now), after
-    the guard lock: no extra round trip on the webhook's path."""
-    rows = (await session.execute(_BEGIN, {"fingerprints": sorted(set(fingerprints))})).all()
+async def begin_deliveries(
+    session: AsyncSession, count: int, fingerprints: Sequence[str]
+) -> tuple[list[int], Known]:
+    """`count` new delivery ids, and what is recorded of `fingerprints`. The statement
+    also reads the database's clock for the transaction (db.transaction.database_now),
+    after the guard lock: no extra round trip on the webhook's path."""
+    params = {"count": count, "fingerprints": sorted(set(fingerprints))}
+    rows = (await session.execute(_BEGIN, params)).all()
     remember_now(session, rows[0][4])
-    return int(rows[0][0]), _known([r[1:4] for r in rows])
+    return [int(i) for i in rows[0][0]], _known([r[1:4] for r in rows])
 
 
 async def known_instances(session: AsyncSession, fingerprints: Sequence[str]) -> Known:
@@ -168,13 +197,13 @@ async def known_instances(session: AsyncSession, fingerprints: Sequence[str]) ->
 def _alert_params(
     alerts: Sequence[AlertInstance],
     *,
-    delivery_id: int | None,
+    delivery_ids: Sequence[int | None],
     tenants: Sequence[str],
     now: datetime,
 ) -> dict[str, Any]:
     resolved = [a.status is AlertStatus.RESOLVED for a in alerts]
     return {
-        "delivery_id": delivery_id,
+        "alert_delivery_id": list(delivery_ids),
         "fingerprint": [a.fingerprint for a in alerts],
         "starts_at": [a.starts_at for a in alerts],
         "ends_at": [
@@ -194,36 +223,46 @@ def _alert_params(
     }
 
 
-async def write_delivery(
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One webhook delivery's own columns (its counts come from its alerts)."""
+
+    id: int
+    receiver: str
+    status: str
+    group_key: str
+    group_labels: Mapping[str, str]
+    external_url: str
+    alert_count: int
+    truncated_alerts: int
+
+
+async def write_deliveries(
     session: AsyncSession,
     alerts: Sequence[AlertInstance],
     *,
-    delivery_id: int,
-    receiver: str,
-    status: str,
-    group_key: str,
-    group_labels: Mapping[str, str],
-    external_url: str,
-    alert_count: int,
-    truncated_alerts: int,
+    delivery_ids: Sequence[int],
+    deliveries: Sequence[DeliveryRow],
     tenants: Sequence[str],
     now: datetime,
 ) -> dict[tuple[str, datetime], bool]:
-    """Insert new instances, turn firing ones resolved (never resolved back to firing),
-    record the delivery and register `tenants`. A resolved instance without an end ends
-    `now`.
+    """Insert new instances (each of the delivery at the same place in `delivery_ids`;
+    an instance key appears once), turn firing ones resolved (never resolved back to
+    firing), record the deliveries and register `tenants`. A resolved instance without
+    an end ends `now`.
 
     Returns the instances that changed, each with True when it was inserted. PostgreSQL
     decides each row atomically, so of two concurrent copies exactly one sees the change."""
-    params = _alert_params(alerts, delivery_id=delivery_id, tenants=tenants, now=now)
+    params = _alert_params(alerts, delivery_ids=delivery_ids, tenants=tenants, now=now)
     params.update(
-        receiver=receiver,
-        delivery_status=status,
-        group_key=group_key,
-        group_labels=dumps(group_labels),
-        external_url=external_url,
-        alert_count=alert_count,
-        truncated_alerts=truncated_alerts,
+        d_id=[d.id for d in deliveries],
+        d_receiver=[d.receiver for d in deliveries],
+        d_status=[d.status for d in deliveries],
+        d_group_key=[d.group_key for d in deliveries],
+        d_group_labels=[dumps(d.group_labels) for d in deliveries],
+        d_external_url=[d.external_url for d in deliveries],
+        d_alert_count=[d.alert_count for d in deliveries],
+        d_truncated_alerts=[d.truncated_alerts for d in deliveries],
     )
     result = await session.execute(_WRITE, params)
     return {(fp, starts_at): bool(inserted) for fp, starts_at, inserted in result.tuples()}
@@ -236,10 +275,10 @@ async def write_alerts(
     tenants: Sequence[str],
     now: datetime,
 ) -> dict[tuple[str, datetime], bool]:
-    """As write_delivery, without a delivery (the reconciler's instances)."""
+    """As write_deliveries, without a delivery (the reconciler's instances)."""
     if not alerts and not tenants:
         return {}
-    params = _alert_params(alerts, delivery_id=None, tenants=tenants, now=now)
+    params = _alert_params(alerts, delivery_ids=[None] * len(alerts), tenants=tenants, now=now)
     result = await session.execute(_WRITE_ALERTS, params)
     return {(fp, starts_at): bool(inserted) for fp, starts_at, inserted in result.tuples()}
 

@@ -7,7 +7,7 @@ startsAt. Roles come from labels (DESIGN.md "Alert roles").
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -132,3 +132,30 @@ def collapse_copies(alerts: Iterable[AlertInstance]) -> list[AlertInstance]:
         if seen is None or alert.status is AlertStatus.RESOLVED:
             by_key[alert.key] = alert
     return [by_key[k] for k in sorted(by_key)]
+
+
+def independent_rounds(deliveries: Sequence[Sequence[AlertInstance]]) -> list[list[int]]:
+    """Deliveries written together (group commit), by index, in rounds written one after
+    the other, so that within a round no two deliveries can change each other's outcome
+    and each can be written as if it were alone: each goes one round after the last
+    earlier delivery that shares an alert fingerprint (the stale check, the upsert and
+    superseding work per fingerprint) or a tenant (breakers, incidents) with it. A
+    delivery with an alert of no tenant (platform alerts, the heartbeat: they act on
+    incidents of any tenant) is a round of its own between the earlier and the later
+    ones."""
+    last: dict[tuple[bool, str], int] = {}
+    earliest = 0
+    out: list[list[int]] = []
+    for i, instances in enumerate(deliveries):
+        keys = {(True, a.fingerprint) for a in instances}
+        keys |= {(False, a.tenant_id) for a in instances if a.tenant_id}
+        alone = any(a.tenant_id is None or a.role is AlertRole.PLATFORM for a in instances)
+        at = max((last[k] + 1 for k in keys if k in last), default=earliest)
+        at = max(at, len(out) if alone else earliest)
+        if at == len(out):
+            out.append([])
+        out[at].append(i)
+        last.update(dict.fromkeys(keys, at))
+        if alone:
+            earliest = at + 1
+    return out

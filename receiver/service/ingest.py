@@ -18,7 +18,7 @@ transaction, with all their effects, so a lost resolved cannot keep a breaker op
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ from receiver.db import breakers as breaker_rows
 from receiver.db import ingest as ingest_rows
 from receiver.db.audit import ALERTMANAGER, AuditTrail
 from receiver.db.breakers import Versioned
-from receiver.db.ingest import Known, Superseded
+from receiver.db.ingest import DeliveryRow, Known, Superseded
 from receiver.db.transaction import database_now, in_transaction
 from receiver.domain.alerts import (
     MAX_AHEAD,
@@ -38,6 +38,7 @@ from receiver.domain.alerts import (
     AlertRole,
     AlertStatus,
     collapse_copies,
+    independent_rounds,
     starts_too_far_ahead,
 )
 from receiver.domain.breaker import BreakerChanges
@@ -105,9 +106,33 @@ class Applied:
     fired: list[AlertInstance] = field(default_factory=list)
     resolved: list[AlertInstance] = field(default_factory=list)
     superseded: list[Superseded] = field(default_factory=list)
-    changed_keys: set[InstanceKey] = field(default_factory=set)
+    changed_keys: set[InstanceKey] = field(default_factory=set)  # new or changed
     breaker_changes: BreakerChanges = field(default_factory=BreakerChanges)
     incidents: list[str] = field(default_factory=list)
+    # Per instance, for `share`: True new, False changed, None a duplicate (True: stale).
+    outcome: dict[InstanceKey, bool | None] = field(default_factory=dict)
+    stale_keys: set[InstanceKey] = field(default_factory=set)
+
+    def share(self, fingerprints: Collection[str]) -> Applied:
+        """What was recorded of the instances of `fingerprints` (one delivery of a
+        round), before breakers and incidents follow."""
+
+        def mine(a: AlertInstance) -> bool:
+            return a.fingerprint in fingerprints
+
+        outcome = {k: v for k, v in self.outcome.items() if k[0] in fingerprints}
+        return Applied(
+            new=sum(v is True for v in outcome.values()),
+            changed=sum(v is False for v in outcome.values()),
+            duplicates=sum(v is None for v in outcome.values()),
+            stale=sum(k[0] in fingerprints for k in self.stale_keys),
+            fired=[a for a in self.fired if mine(a)],
+            resolved=[a for a in self.resolved if mine(a)],
+            superseded=[s for s in self.superseded if mine(s.instance)],
+            changed_keys={k for k in self.changed_keys if k[0] in fingerprints},
+            outcome=outcome,
+            stale_keys={k for k in self.stale_keys if k[0] in fingerprints},
+        )
 
 
 def prepare(alerts: Sequence[AlertInstance]) -> list[AlertInstance]:
@@ -128,8 +153,11 @@ async def ingest_deliveries(
     config: ServiceConfig,
 ) -> list[IngestResult]:
     """Several deliveries in ONE transaction and one commit (group commit,
-    service/group_commit.py): each is ingested as if it were alone, one after the other,
-    so a later one sees what an earlier one wrote (copies of one alert collapse into one
+    service/group_commit.py), each with the result it would have had alone, one after
+    the other: deliveries that share no alert fingerprint and no tenant cannot change
+    each other's outcome and are recorded together, every statement over all of them
+    (domain.alerts.independent_rounds); one that shares either with an earlier one is
+    written after it and sees what it wrote (copies of one alert collapse into one
     transition, as across transactions)."""
 
     async def work(session: AsyncSession) -> list[IngestResult]:
@@ -137,52 +165,75 @@ async def ingest_deliveries(
         # One guard lock for the whole batch, before anything else, as for one delivery.
         if any(needs_guard(p) for p in prepared):
             await breaker_rows.lock_guard(session)
-        return [
-            await _ingest(session, delivery=d, instances=p, config=config)
-            for d, p in zip(deliveries, prepared, strict=True)
-        ]
+        results: dict[int, IngestResult] = {}
+        for members in independent_rounds(prepared):
+            written = await _ingest_round(
+                session, [(deliveries[i], prepared[i]) for i in members], config=config
+            )
+            results.update(zip(members, written, strict=True))
+        return [results[i] for i in range(len(deliveries))]
 
     return await in_transaction(sessions, work, what="webhook delivery")
 
 
-async def _ingest(
+async def _ingest_round(
     session: AsyncSession,
+    members: Sequence[tuple[WebhookDelivery, list[AlertInstance]]],
     *,
-    delivery: WebhookDelivery,
-    instances: list[AlertInstance],
     config: ServiceConfig,
-) -> IngestResult:
-    """Record the alerts, then let breakers and incidents follow their transitions. The
-    caller took the guard lock when `instances` (prepared) needs it."""
-    delivery_id, known = await ingest_rows.begin_delivery(
-        session, [a.fingerprint for a in instances]
+) -> list[IngestResult]:
+    """Record the alerts of deliveries that cannot change each other's outcome
+    (independent_rounds)
+    with one statement for all of them, then let breakers and incidents follow each
+    delivery's transitions, one delivery after the other. The caller took the guard lock
+    when an instance (prepared) needs it."""
+    prepared = [p for _, p in members]
+    ids, known = await ingest_rows.begin_deliveries(
+        session, len(members), [a.fingerprint for p in prepared for a in p]
     )
-    # The database's clock (read by begin_delivery's statement, after the guard lock):
+    # The database's clock (read by begin_deliveries' statement, after the guard lock):
     # replicas whose clocks disagree still make the same decisions.
     now = await database_now(session)
-    audit = AuditTrail(delivery_id=delivery_id)
+    delivery_of = {a.fingerprint: i for i, p in zip(ids, prepared, strict=True) for a in p}
+    # An alert's audit rows name its delivery; the effects' rows, the delivery followed.
+    audit = AuditTrail(delivery_id=ids[0])
+    if len(ids) > 1:
+
+        def by_fingerprint(_: str | None, details: Mapping[str, Any]) -> int:
+            return delivery_of.get(str(details.get("fingerprint")), ids[0])
+
+        audit.delivery_of = by_fingerprint
+    rows = [
+        DeliveryRow(
+            id=delivery_id,
+            receiver=d.receiver,
+            status=d.status,
+            group_key=d.group_key,
+            group_labels=d.group_labels,
+            external_url=d.external_url,
+            alert_count=len(d.alerts),
+            truncated_alerts=d.truncated_alerts,
+        )
+        for delivery_id, (d, _) in zip(ids, members, strict=True)
+    ]
 
     async def write(
         fresh: Sequence[AlertInstance], tenants: Sequence[str]
     ) -> dict[InstanceKey, bool]:
-        return await ingest_rows.write_delivery(
+        return await ingest_rows.write_deliveries(
             session,
             fresh,
-            delivery_id=delivery_id,
-            receiver=delivery.receiver,
-            status=delivery.status,
-            group_key=delivery.group_key,
-            group_labels=delivery.group_labels,
-            external_url=delivery.external_url,
-            alert_count=len(delivery.alerts),
-            truncated_alerts=delivery.truncated_alerts,
+            delivery_ids=[delivery_of[a.fingerprint] for a in fresh],
+            deliveries=rows,
             tenants=tenants,
             now=now,
         )
 
-    applied = await apply_instances(
+    # No instance is in two members (independent_rounds): merged and sorted, one entry per instance
+    # in the lock order.
+    recorded = await record_instances(
         session,
-        instances,
+        sorted((a for p in prepared for a in p), key=lambda a: a.key),
         known=known,
         write=write,
         auditor=WebhookAuditor(now=now),
@@ -190,6 +241,30 @@ async def _ingest(
         now=now,
         audit=audit,
     )
+    audit.delivery_of = None
+    results = []
+    for delivery_id, (delivery, instances) in zip(ids, members, strict=True):
+        audit.delivery_id = delivery_id
+        applied = recorded.share({a.fingerprint for a in instances})
+        await follow_transitions(session, applied, config=config, now=now, audit=audit)
+        results.append(
+            await _finish(session, delivery_id, delivery, instances, applied, config, now, audit)
+        )
+    await audit.flush(session)
+    return results
+
+
+async def _finish(
+    session: AsyncSession,
+    delivery_id: int,
+    delivery: WebhookDelivery,
+    instances: Sequence[AlertInstance],
+    applied: Applied,
+    config: ServiceConfig,
+    now: datetime,
+    audit: AuditTrail,
+) -> IngestResult:
+    """A delivery's heartbeat, its `delivery.accepted` row and its result."""
     beat = heartbeat_service.is_heartbeat_delivery(instances, config=config)
     if beat:
         await heartbeat_service.on_heartbeat(session, config=config, now=now, audit=audit)
@@ -206,7 +281,6 @@ async def _ingest(
         duplicates=applied.duplicates,
         superseded=len(applied.superseded),
     )
-    await audit.flush(session)
     changes = applied.breaker_changes
     return IngestResult(
         delivery_id=delivery_id,
@@ -239,20 +313,62 @@ async def apply_instances(
     """Record `instances` (prepared, guard lock taken when needed, `known` read after
     it), supersede older instances, audit, and let breakers and incidents follow. The
     caller flushes `audit`."""
-    instances = _believable(instances, auditor=auditor, now=now, audit=audit)
-    stale = stale_firings(instances, known)
-    fresh = [a for a in instances if a.key not in stale]
-    transitioned = await write(fresh, [a.tenant_id for a in instances if a.tenant_id])
+    applied = await record_instances(
+        session,
+        instances,
+        known=known,
+        write=write,
+        auditor=auditor,
+        config=config,
+        now=now,
+        audit=audit,
+    )
+    await follow_transitions(session, applied, config=config, now=now, audit=audit)
+    return applied
+
+
+async def record_instances(
+    session: AsyncSession,
+    instances: Sequence[AlertInstance],
+    *,
+    known: Known,
+    write: Writer,
+    auditor: AlertAuditor,
+    config: ServiceConfig,
+    now: datetime,
+    audit: AuditTrail,
+) -> Applied:
+    """The first half of apply_instances: record, supersede and audit the instances."""
+    believable = _believable(instances, auditor=auditor, now=now, audit=audit)
+    stale = stale_firings(believable, known)
+    fresh = [a for a in believable if a.key not in stale]
+    transitioned = await write(fresh, [a.tenant_id for a in believable if a.tenant_id])
     applied = _sort_alerts(
-        instances, stale=stale, transitioned=transitioned, auditor=auditor, audit=audit
+        believable, stale=stale, transitioned=transitioned, auditor=auditor, audit=audit
     )
     _audit_unusable_tenants(
-        instances, applied.changed_keys, label=config.tenant_label, actor=auditor.actor, audit=audit
+        believable,
+        applied.changed_keys,
+        label=config.tenant_label,
+        actor=auditor.actor,
+        audit=audit,
     )
     applied.superseded = await _supersede(session, fresh, known=known, now=now)
     for s in applied.superseded:
         audit_superseded(audit, s, actor=auditor.actor)
         applied.resolved.append(s.instance)
+    return applied
+
+
+async def follow_transitions(
+    session: AsyncSession,
+    applied: Applied,
+    *,
+    config: ServiceConfig,
+    now: datetime,
+    audit: AuditTrail,
+) -> None:
+    """The second half: breakers, then incidents, follow the recorded transitions."""
     applied.breaker_changes = await breaker_service.apply_alert_transitions(
         session,
         fired=applied.fired,
@@ -270,7 +386,6 @@ async def apply_instances(
         now=now,
         audit=audit,
     )
-    return applied
 
 
 def _believable(
@@ -374,11 +489,12 @@ def _sort_alerts(
 ) -> Applied:
     """Count and audit each instance: a duplicate (stale, or a copy that changed
     nothing), or a transition to firing or to resolved."""
-    out = Applied(stale=len(stale))
+    out = Applied(stale=len(stale), stale_keys=set(stale))
     for alert in instances:
         inserted = transitioned.get(alert.key)
         if alert.key in stale or inserted is None:
             out.duplicates += 1
+            out.outcome[alert.key] = None
             auditor.duplicate(audit, alert, stale=alert.key in stale)
             continue
         if inserted:
@@ -386,6 +502,7 @@ def _sort_alerts(
         else:
             out.changed += 1
         out.changed_keys.add(alert.key)
+        out.outcome[alert.key] = inserted
         (out.fired if alert.status is AlertStatus.FIRING else out.resolved).append(alert)
         auditor.changed(audit, alert, inserted=inserted)
     return out

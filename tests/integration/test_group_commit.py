@@ -20,6 +20,7 @@ from tests.conftest import API_TOKEN, WEBHOOK_HEADERS, WEBHOOK_TOKEN
 from tests.integration.helpers import (
     ServerProcess,
     audit_rows,
+    fingerprint,
     firing,
     isolating_alert,
     server_processes,
@@ -178,6 +179,75 @@ async def test_a_delivery_that_can_never_succeed_fails_alone(start_server, http,
     assert sql("SELECT count(*) FROM breakers WHERE state = 'open'") == [(16,)]
     assert sql("SELECT count(*) FROM deliveries") == [(16,)]
     assert "written one by one" in server.log()  # the batch failed, then its members alone
+
+
+async def test_a_mixed_batch_gives_each_delivery_its_own_result_and_audit_rows(
+    start_server, http, sql
+):
+    """Deliveries for distinct tenants are recorded with one statement set; copies, a
+    second alert of one tenant and a platform alert are written after what they could
+    see. Each answer, `deliveries` row and audit row is the delivery's own."""
+    server = start_server("replica-a", RECEIVER_MAX_ISOLATED_PERCENT="100")
+    await server.wait_ready(http)
+    bodies = [
+        webhook_payload(isolating_alert(f"m{i:02d}"), isolating_alert(f"m{i:02d}", isolate=False))
+        for i in range(20)
+    ]
+    copy_of = 3
+    bodies.append(bodies[copy_of])  # an HA peer's copy: a duplicate
+    second = isolating_alert("m05")  # the same tenant, another alert
+    second["labels"]["alertname"] = "TenantLatencyHigh"
+    second["fingerprint"] = fingerprint(second["labels"])
+    bodies.append(webhook_payload(second))
+    platform = isolating_alert("none", isolate=False)
+    platform["labels"] = {"alertname": "PlatformDown", "scope": "platform"}
+    platform["fingerprint"] = fingerprint(platform["labels"])
+    bodies.append(webhook_payload(platform))
+
+    answers = await asyncio.gather(*(post(http, server, body) for body in bodies))
+    assert [s for s, _ in answers] == [200] * len(bodies), answers
+    outs = [out for _, out in answers]
+    assert len({out["delivery_id"] for out in outs}) == len(bodies)
+    assert batched(sql) > 1  # they did share transactions
+    for i, out in enumerate(outs[:20]):
+        if i == copy_of and out["new"] == 0:
+            continue  # the copy came first: its original is the duplicate
+        assert (out["alerts"], out["new"], out["duplicates"]) == (2, 2, 0), (i, out)
+    copies = [outs[copy_of], outs[20]]
+    assert sorted((o["new"], o["duplicates"]) for o in copies) == [(0, 2), (2, 0)]
+    assert sum(o["breaker_transitions"] for o in copies) == 1
+    assert (outs[21]["new"], outs[22]["new"]) == (1, 1)
+
+    # The deliveries table's counts are each delivery's.
+    stored = dict(sql("SELECT id, new_alerts FROM deliveries"))
+    assert stored == {out["delivery_id"]: out["new"] for out in outs}
+    # Each alert's rows name the delivery that carried it first; each transition the
+    # delivery whose alert tripped it; one delivery.accepted per delivery, with its counts.
+    first_carrier = {}
+    for body, out in zip(bodies, outs, strict=True):
+        for a in body["alerts"]:
+            if out["new"]:
+                first_carrier.setdefault(a["fingerprint"], out["delivery_id"])
+    fired = sql(
+        "SELECT details->>'fingerprint', delivery_id FROM audit_log WHERE action = 'alert.fired'"
+    )
+    assert dict(fired) == first_carrier and len(fired) == len(first_carrier)
+    tripped = sql(
+        "SELECT tenant_id, delivery_id FROM audit_log WHERE action = 'breaker.transition'"
+    )
+    by_tenant = {
+        body["alerts"][0]["labels"]["tenant_id"]: out["delivery_id"]
+        for body, out in zip(bodies[:21], outs[:21], strict=True)
+        if out["breaker_transitions"]
+    }
+    assert dict(tripped) == by_tenant and len(tripped) == 20
+    accepted = sql(
+        "SELECT delivery_id, (details->>'new')::int FROM audit_log"
+        " WHERE action = 'delivery.accepted'"
+    )
+    assert dict(accepted) == stored and len(accepted) == len(bodies)
+    # Every tripping delivery names the incident it opened or joined.
+    assert all(out["incidents"] for out in outs if out["breaker_transitions"])
 
 
 # --- RECEIVER_WORKERS ------------------------------------------------------------------------
