@@ -183,10 +183,9 @@ async def _ingest_round(
     config: ServiceConfig,
 ) -> list[IngestResult]:
     """Record the alerts of deliveries that cannot change each other's outcome
-    (independent_rounds)
-    with one statement for all of them, then let breakers and incidents follow each
-    delivery's transitions, one delivery after the other. The caller took the guard lock
-    when an instance (prepared) needs it."""
+    (independent_rounds) with one statement set for all of them, then let breakers and
+    incidents follow each delivery's transitions, one delivery after the other. The
+    caller took the guard lock when an instance (prepared) needs it."""
     prepared = [p for _, p in members]
     ids, known = await ingest_rows.begin_deliveries(
         session, len(members), [a.fingerprint for p in prepared for a in p]
@@ -195,7 +194,7 @@ async def _ingest_round(
     # replicas whose clocks disagree still make the same decisions.
     now = await database_now(session)
     delivery_of = {a.fingerprint: i for i, p in zip(ids, prepared, strict=True) for a in p}
-    # An alert's audit rows name its delivery; the effects' rows, the delivery followed.
+    # An alert's audit rows name the delivery that carried it.
     audit = AuditTrail(delivery_id=ids[0])
     if len(ids) > 1:
 
@@ -229,8 +228,8 @@ async def _ingest_round(
             now=now,
         )
 
-    # No instance is in two members (independent_rounds): merged and sorted, one entry per instance
-    # in the lock order.
+    # No instance is in two members (independent_rounds): merged and sorted, one entry
+    # per instance in the lock order.
     recorded = await record_instances(
         session,
         sorted((a for p in prepared for a in p), key=lambda a: a.key),
@@ -241,15 +240,20 @@ async def _ingest_round(
         now=now,
         audit=audit,
     )
-    audit.delivery_of = None
+    # From here each delivery has its trail (its incidents tag only its own rows), and
+    # the log keeps the order of one delivery after the other.
+    trails = {delivery_id: AuditTrail(delivery_id=delivery_id) for delivery_id in ids}
+    for row in audit.rows:
+        trails[row["delivery_id"]].rows.append(row)
     results = []
     for delivery_id, (delivery, instances) in zip(ids, members, strict=True):
-        audit.delivery_id = delivery_id
+        own = trails[delivery_id]
         applied = recorded.share({a.fingerprint for a in instances})
-        await follow_transitions(session, applied, config=config, now=now, audit=audit)
+        await follow_transitions(session, applied, config=config, now=now, audit=own)
         results.append(
-            await _finish(session, delivery_id, delivery, instances, applied, config, now, audit)
+            await _finish(session, delivery_id, delivery, instances, applied, config, now, own)
         )
+    audit.rows = [row for delivery_id in ids for row in trails[delivery_id].rows]
     await audit.flush(session)
     return results
 

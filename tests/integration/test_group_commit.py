@@ -246,6 +246,17 @@ async def test_a_mixed_batch_gives_each_delivery_its_own_result_and_audit_rows(
         " WHERE action = 'delivery.accepted'"
     )
     assert dict(accepted) == stored and len(accepted) == len(bodies)
+    # The log reads one delivery after the other: within each transaction, each
+    # delivery's rows are contiguous.
+    order = [
+        d
+        for (d,) in sql(
+            "SELECT delivery_id FROM audit_log WHERE delivery_id IS NOT NULL"
+            " ORDER BY xmin::text, id"
+        )
+    ]
+    runs = [d for i, d in enumerate(order) if i == 0 or order[i - 1] != d]
+    assert len(runs) == len(set(runs)) == len(bodies)
     # Every tripping delivery names the incident it opened or joined.
     assert all(out["incidents"] for out in outs if out["breaker_transitions"])
 
