@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.config import ServiceConfig
 from receiver.db import breakers as breaker_rows
+from receiver.db import incidents as incident_rows
 from receiver.db import ingest as ingest_rows
 from receiver.db.audit import ALERTMANAGER, AuditTrail
 from receiver.db.breakers import Versioned
@@ -245,11 +246,28 @@ async def _ingest_round(
     trails = {delivery_id: AuditTrail(delivery_id=delivery_id) for delivery_id in ids}
     for row in audit.rows:
         trails[row["delivery_id"]].rows.append(row)
+    # Tenants are not shared within a round: their incidents are read once for all, and
+    # a delivery's flow changes only its own tenants' memberships, apart from resolving
+    # (or otherwise touching) incidents, whose members are read again.
+    memberships: dict[str, str | None] = {}
+    if len(ids) > 1:
+        tenants = {a.tenant_id for a in recorded.fired if a.tenant_id}
+        found = await incident_rows.unresolved_memberships(session, tenants, lock=False)
+        memberships = {t: found.get(t) for t in tenants}
+    touched: set[str] = set()
     results = []
     for delivery_id, (delivery, instances) in zip(ids, members, strict=True):
         own = trails[delivery_id]
         applied = recorded.share({a.fingerprint for a in instances})
-        await follow_transitions(session, applied, config=config, now=now, audit=own)
+        known_members = {
+            a.tenant_id: memberships[a.tenant_id]
+            for a in instances
+            if a.tenant_id in memberships and memberships[a.tenant_id] not in touched
+        }
+        await follow_transitions(
+            session, applied, config=config, now=now, audit=own, memberships=known_members
+        )
+        touched.update(applied.incidents)
         results.append(
             await _finish(session, delivery_id, delivery, instances, applied, config, now, own)
         )
@@ -371,8 +389,10 @@ async def follow_transitions(
     config: ServiceConfig,
     now: datetime,
     audit: AuditTrail,
+    memberships: Mapping[str, str | None] | None = None,
 ) -> None:
-    """The second half: breakers, then incidents, follow the recorded transitions."""
+    """The second half: breakers, then incidents, follow the recorded transitions
+    (`memberships`: see incidents.apply_alert_transitions)."""
     applied.breaker_changes = await breaker_service.apply_alert_transitions(
         session,
         fired=applied.fired,
@@ -389,6 +409,7 @@ async def follow_transitions(
         config=config,
         now=now,
         audit=audit,
+        memberships=memberships,
     )
 
 

@@ -257,6 +257,12 @@ async def test_a_mixed_batch_gives_each_delivery_its_own_result_and_audit_rows(
     ]
     runs = [d for i, d in enumerate(order) if i == 0 or order[i - 1] != d]
     assert len(runs) == len(set(runs)) == len(bodies)
+    # Each tenant's record-only alert is linked to the incident its trip opened or joined.
+    unlinked = sql(
+        "SELECT a.tenant_id FROM alerts a WHERE NOT a.isolating AND a.tenant_id IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM incident_alerts l WHERE l.fingerprint = a.fingerprint)"
+    )
+    assert unlinked == []
     # Every tripping delivery names the incident it opened or joined.
     assert all(out["incidents"] for out in outs if out["breaker_transitions"])
 

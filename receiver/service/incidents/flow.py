@@ -50,13 +50,17 @@ async def apply_alert_transitions(
     config: ServiceConfig,
     now: datetime,
     audit: AuditTrail,
+    memberships: Mapping[str, str | None] | None = None,
 ) -> list[str]:
     """Incident effects of one webhook delivery; returns the incidents it touched.
 
     Trips and suppressed trips open or join incidents; platform alerts open, join or
     escalate to P0; other tenant alerts are linked to their tenant's open incident;
-    recoveries (a breaker closing, a platform alert resolving) may resolve incidents."""
+    recoveries (a breaker closing, a platform alert resolving) may resolve incidents.
+    `memberships`: tenant -> unresolved incident (None: none) already read in this
+    transaction and still true (group commit reads them once for several deliveries)."""
     flow = _Flow(session, config=config, now=now, audit=audit)
+    flow._membership.update(memberships or {})
     failures = membership.failures(breaker_changes.changed)
     platform_fired = [a for a in fired if a.role is AlertRole.PLATFORM]
     await flow.open_or_join(failures, platform_fired)
