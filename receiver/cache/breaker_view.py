@@ -22,9 +22,10 @@ class BreakerView:
         self._policy = policy
         self._rows: dict[str, Breaker] = {}
         self._versions: dict[str, int] = {}
-        # Encoded answers of the HTTP layer, by tenant, each with the row it was made
-        # from: valid while that very row object is the one stored.
-        self.encoded: dict[str, tuple[Breaker, bytes]] = {}
+        # Encoded answers of the HTTP layer (http/breaker_json.py) that depend on the stored
+        # row alone (a closed breaker, or no row at all), by tenant: a tenant's entry goes
+        # whenever its row changes, so a read finds it with one lookup.
+        self.encoded: dict[str, bytes] = {}
         # When the database was last heard from (monotonic): the listener's reload, a
         # notification or its heartbeat. Never heard: the age counts from creation.
         self._heard_at = time.monotonic()
@@ -60,6 +61,7 @@ class BreakerView:
                 continue
             self._rows[tenant_id] = v.breaker
             self._versions[tenant_id] = v.version
+            self.encoded.pop(tenant_id, None)
             changed = True
         if changed:
             self._bump()

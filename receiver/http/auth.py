@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
@@ -55,9 +55,10 @@ def presented_token(header: str) -> str | None:
     scheme, _, value = header.partition(" ")
     value = value.strip()
     token: str | None = None
-    if scheme.lower() == "bearer":
+    scheme = scheme.lower()
+    if scheme == "bearer":
         token = value
-    elif scheme.lower() == "basic":
+    elif scheme == "basic":
         try:
             # ValueError covers non-ASCII input, bad base64 (binascii.Error) and a
             # password that is not UTF-8 (UnicodeDecodeError).
@@ -71,12 +72,37 @@ def presented_token(header: str) -> str | None:
     return token
 
 
+# Distinct valid headers remembered per registry (a Basic header can name any user).
+MAX_KNOWN_HEADERS = 64
+
+
 @dataclass(frozen=True)
 class TokenRegistry:
     webhook: bytes | None
     api: bytes | None
     gateway: bytes | None
     operators: tuple[tuple[str, bytes], ...]
+    # The configured tokens by hash(), each with the principal to answer, made once.
+    _by_hash: dict[int, tuple[tuple[bytes, Principal], ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    # Authorization headers already identified, each with its principal: a gateway sends
+    # the same header on every read. Only valid ones, so a guess never finds an entry.
+    _known_headers: dict[str, Principal] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        candidates: list[tuple[Principal, bytes | None]] = [
+            (Principal(Role.WEBHOOK), self.webhook),
+            (Principal(Role.API), self.api),
+            (Principal(Role.GATEWAY), self.gateway),
+            *((Principal(Role.OPERATOR, name), token) for name, token in self.operators),
+        ]
+        by_hash: dict[int, tuple[tuple[bytes, Principal], ...]] = {}
+        for principal, token in candidates:
+            if token is not None:
+                by_hash[hash(token)] = (*by_hash.get(hash(token), ()), (token, principal))
+        object.__setattr__(self, "_by_hash", by_hash)
+        object.__setattr__(self, "_known_headers", {})
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenRegistry:
@@ -105,20 +131,30 @@ class TokenRegistry:
         (settings.check_startable refuses it otherwise)."""
         return self.api is None and not self.operators
 
+    def from_header(self, header: str) -> tuple[Principal | None, bool]:
+        """The principal of an `Authorization` header (None: no valid token), and whether
+        the header presented a token at all."""
+        known = self._known_headers.get(header)
+        if known is not None:
+            return known, True
+        presented = presented_token(header)
+        principal = self.identify(presented)
+        if principal is not None and len(self._known_headers) < MAX_KNOWN_HEADERS:
+            self._known_headers[header] = principal
+        return principal, presented is not None
+
     def identify(self, presented: str | None) -> Principal | None:
-        """The principal whose token this is; every token is compared, in constant time."""
+        """The principal whose token this is. The dict lookup by hash() (keyed per process)
+        only picks the candidates, telling nothing about a token; each is then compared in
+        constant time."""
         if presented is None:
             return None
         given = presented.encode()
+        # One comparison per request instead of one per configured token (the gateways'
+        # reads), and no cryptographic digest: hash() is enough to pick the candidate.
         found: Principal | None = None
-        candidates: list[tuple[Principal, bytes | None]] = [
-            (Principal(Role.WEBHOOK), self.webhook),
-            (Principal(Role.API), self.api),
-            (Principal(Role.GATEWAY), self.gateway),
-            *((Principal(Role.OPERATOR, name), token) for name, token in self.operators),
-        ]
-        for principal, token in candidates:
-            if token is not None and hmac.compare_digest(given, token):
+        for token, principal in self._by_hash.get(hash(given), ()):
+            if hmac.compare_digest(given, token):
                 found = principal
         return found
 

@@ -1,8 +1,8 @@
 """The JSON answer about one breaker, shared by the breaker and tenant handlers.
 
 The gateways read it thousands of times a second, so it can also be had pre-encoded:
-`encoded_breaker` keeps a closed breaker's bytes beside the row they were made from, and
-answers a tenant without a row from a constant template around its id.
+`encoded_breaker` keeps the bytes of a closed breaker, and of a tenant without a row (a
+constant template around its id), in the view until the tenant's row changes.
 
 Every answer ends with `view_age_ms`, the milliseconds since this replica's view last
 heard from the database (BreakerView.age_ms): a gateway can tell a current answer from
@@ -13,7 +13,6 @@ the cached bytes stop before it and each read appends it (one small bytes format
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from receiver.cache.breaker_view import BreakerView
@@ -48,18 +47,13 @@ def _fields(b: Breaker, policy: BreakerPolicy) -> dict[str, Any]:
 
 
 def _encode(b: Breaker, policy: BreakerPolicy) -> bytes:
-    """The answer without its closing brace: `_finish` appends view_age_ms and the brace."""
+    """The answer without its closing brace: `encoded_breaker` appends view_age_ms and it."""
     encoded = dumps_bytes(_fields(b, policy))
     assert encoded.endswith(b"}")
     return encoded[:-1]
 
 
-def _finish(head: bytes, view: BreakerView) -> bytes:
-    return b'%b,"view_age_ms":%d}' % (head, view.age_ms())
-
-
-@lru_cache(maxsize=8)
-def _unknown_tenant_template(policy: BreakerPolicy) -> tuple[bytes, bytes]:
+def _make_unknown_tenant_template(policy: BreakerPolicy) -> tuple[bytes, bytes]:
     """The answer for a tenant without a stored row, split around its JSON-encoded id."""
     placeholder = "\x00"
     marker = dumps_bytes(placeholder)
@@ -68,20 +62,41 @@ def _unknown_tenant_template(policy: BreakerPolicy) -> tuple[bytes, bytes]:
     return before, after
 
 
+# The last policy's template, found by identity: hashing the policy (an lru_cache key) on
+# every read of an unknown tenant cost more than the formatting. One view, one policy.
+_last_template: tuple[BreakerPolicy, bytes, bytes] | None = None
+
+
+def _unknown_tenant_template(policy: BreakerPolicy) -> tuple[bytes, bytes]:
+    global _last_template
+    last = _last_template
+    if last is None or last[0] is not policy:
+        last = _last_template = (policy, *_make_unknown_tenant_template(policy))
+    return last[1], last[2]
+
+
+# Answers kept for tenants without a row, at most this many entries in all: any valid id
+# may be asked about, and past this their answers are made per read (a small formatting).
+MAX_KEPT_ANSWERS = 20_000
+
+
 def encoded_breaker(view: BreakerView, tenant_id: str) -> bytes:
     """`breaker_json` of the tenant's breaker as the view has it now, encoded.
 
-    Nearly always a closed breaker, whose answer depends on its stored row alone (not on
-    the clock): its bytes are made again only when the row changes. Open and half-open
-    ones are built per read: time moves them. (bench/README.md: reads per second against
-    a hello-world server.)"""
-    row = view.stored(tenant_id)
-    if row is None:
-        before, after = _unknown_tenant_template(view.policy)
-        return b'%b%b%b,"view_age_ms":%d}' % (before, dumps_bytes(tenant_id), after, view.age_ms())
-    if row.state is BreakerState.CLOSED:
-        hit = view.encoded.get(tenant_id)
-        if hit is None or hit[0] is not row:
-            hit = view.encoded[tenant_id] = (row, _encode(row, view.policy))
-        return _finish(hit[1], view)
-    return _finish(_encode(view.get(tenant_id, now=datetime.now(UTC)), view.policy), view)
+    Nearly always a closed breaker or a tenant without a row, whose answer depends on the
+    stored row alone (not on the clock): its bytes are kept in `view.encoded` until the row
+    changes. Open and half-open ones are built per read: time moves them. (bench/README.md:
+    reads per second against a hello-world server.)"""
+    head = view.encoded.get(tenant_id)
+    if head is None:
+        row = view.stored(tenant_id)
+        if row is None:
+            before, after = _unknown_tenant_template(view.policy)
+            head = before + dumps_bytes(tenant_id) + after
+            if len(view.encoded) < MAX_KEPT_ANSWERS:
+                view.encoded[tenant_id] = head
+        elif row.state is BreakerState.CLOSED:
+            head = view.encoded[tenant_id] = _encode(row, view.policy)
+        else:
+            head = _encode(view.get(tenant_id, now=datetime.now(UTC)), view.policy)
+    return b'%b,"view_age_ms":%d}' % (head, view.age_ms())

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from receiver import keys
+from receiver.cache.breaker_view import BreakerView
 from receiver.domain.breaker import OverrideAction
 from receiver.errors import InvalidInput
 from receiver.http.auth import actor
@@ -15,12 +16,35 @@ from receiver.http.parsing import TENANT, json_response, read_model, tenant_id_f
 from receiver.http.schemas import OutcomesIn, OverrideIn
 from receiver.service import breakers as breaker_service
 
+# The tenant id of each breaker path already read, by raw path (all tenant_id_from looks
+# at): gateways read the same tenants over and over, and validating an id per read (pydantic,
+# the control-character scan) was a sizeable share of a read. Bounded: junk paths or more
+# tenants than this only cost the validation again, as before.
+_TENANT_OF_PATH: dict[str, str] = {}
+_TENANT_OF_PATH_MAX = 16_384
+_TENANT_OF_PATH_MAX_CHARS = 256
+
+
+def _tenant_id(request: web.Request) -> str:
+    raw = request.raw_path
+    tenant_id = tenant_id_from(request)  # an invalid id raises: it is never kept
+    if len(raw) <= _TENANT_OF_PATH_MAX_CHARS:
+        if len(_TENANT_OF_PATH) >= _TENANT_OF_PATH_MAX:
+            _TENANT_OF_PATH.clear()
+        _TENANT_OF_PATH[raw] = tenant_id
+    return tenant_id
+
+
+def _answer(view: BreakerView, request: web.Request) -> web.Response:
+    """The breaker as this replica's view has it (http/breaker_json.py keeps it
+    pre-encoded); `read_breaker` in add_routes is the same, for the gateways' reads."""
+    tenant_id = _TENANT_OF_PATH.get(request.raw_path) or _tenant_id(request)
+    body = encoded_breaker(view, tenant_id)
+    return web.Response(body=body, content_type="application/json")
+
 
 async def get_breaker(request: web.Request) -> web.Response:
-    """The gateways' hot path, from this replica's view (http/breaker_json.py keeps it
-    pre-encoded)."""
-    body = encoded_breaker(request.app[keys.VIEW], tenant_id_from(request))
-    return web.Response(body=body, content_type="application/json")
+    return _answer(request.app[keys.VIEW], request)
 
 
 async def list_breakers(request: web.Request) -> web.Response:
@@ -69,7 +93,16 @@ async def post_outcomes(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get(f"/v1/tenants/{TENANT}/breaker", get_breaker)
+    view = app[keys.VIEW]
+
+    # The gateways' hot path: _answer inline, and the view (the app's for its whole life)
+    # found once here, not on every read.
+    async def read_breaker(request: web.Request) -> web.Response:
+        tenant_id = _TENANT_OF_PATH.get(request.raw_path) or _tenant_id(request)
+        body = encoded_breaker(view, tenant_id)
+        return web.Response(body=body, content_type="application/json")
+
+    app.router.add_get(f"/v1/tenants/{TENANT}/breaker", read_breaker)
     app.router.add_post(f"/v1/tenants/{TENANT}/breaker", post_override)
     app.router.add_post(f"/v1/tenants/{TENANT}/outcomes", post_outcomes)
     app.router.add_get("/v1/breakers", list_breakers)

@@ -203,19 +203,7 @@ async def _ingest_round(
             return delivery_of.get(str(details.get("fingerprint")), ids[0])
 
         audit.delivery_of = by_fingerprint
-    rows = [
-        DeliveryRow(
-            id=delivery_id,
-            receiver=d.receiver,
-            status=d.status,
-            group_key=d.group_key,
-            group_labels=d.group_labels,
-            external_url=d.external_url,
-            alert_count=len(d.alerts),
-            truncated_alerts=d.truncated_alerts,
-        )
-        for delivery_id, (d, _) in zip(ids, members, strict=True)
-    ]
+    rows = _delivery_rows(ids, members)
 
     async def write(
         fresh: Sequence[AlertInstance], tenants: Sequence[str]
@@ -241,6 +229,40 @@ async def _ingest_round(
         now=now,
         audit=audit,
     )
+    results = await _follow_each(session, members, ids, recorded, audit, config=config, now=now)
+    await audit.flush(session)
+    return results
+
+
+def _delivery_rows(
+    ids: Sequence[int], members: Sequence[tuple[WebhookDelivery, list[AlertInstance]]]
+) -> list[DeliveryRow]:
+    return [
+        DeliveryRow(
+            id=delivery_id,
+            receiver=d.receiver,
+            status=d.status,
+            group_key=d.group_key,
+            group_labels=d.group_labels,
+            external_url=d.external_url,
+            alert_count=len(d.alerts),
+            truncated_alerts=d.truncated_alerts,
+        )
+        for delivery_id, (d, _) in zip(ids, members, strict=True)
+    ]
+
+
+async def _follow_each(
+    session: AsyncSession,
+    members: Sequence[tuple[WebhookDelivery, list[AlertInstance]]],
+    ids: Sequence[int],
+    recorded: Applied,
+    audit: AuditTrail,
+    *,
+    config: ServiceConfig,
+    now: datetime,
+) -> list[IngestResult]:
+    """Breakers and incidents follow each delivery of a recorded round in turn."""
     # From here each delivery has its trail (its incidents tag only its own rows), and
     # the log keeps the order of one delivery after the other.
     trails = {delivery_id: AuditTrail(delivery_id=delivery_id) for delivery_id in ids}
@@ -272,7 +294,6 @@ async def _ingest_round(
             await _finish(session, delivery_id, delivery, instances, applied, config, now, own)
         )
     audit.rows = [row for delivery_id in ids for row in trails[delivery_id].rows]
-    await audit.flush(session)
     return results
 
 
