@@ -1,6 +1,7 @@
 """ingest_deliveries: Alertmanager deliveries, one transaction for those that arrive
 together (service/group_commit.py batches them; one delivery is a batch of one); and
-`apply_instances`, the same logic for the reconciler's instances (service/reconcile.py).
+`record_instances` and `follow_transitions`, the same logic for the reconciler's instances
+(service/reconcile.py).
 
 Alertmanager delivers at least once (retries, HA peers, repeat intervals), so every
 effect hangs off an alert instance's *transition*, found by an atomic upsert keyed on
@@ -342,34 +343,6 @@ async def _finish(
     )
 
 
-async def apply_instances(
-    session: AsyncSession,
-    instances: Sequence[AlertInstance],
-    *,
-    known: Known,
-    write: Writer,
-    auditor: AlertAuditor,
-    config: ServiceConfig,
-    now: datetime,
-    audit: AuditTrail,
-) -> Applied:
-    """Record `instances` (prepared, guard lock taken when needed, `known` read after
-    it), supersede older instances, audit, and let breakers and incidents follow. The
-    caller flushes `audit`."""
-    applied = await record_instances(
-        session,
-        instances,
-        known=known,
-        write=write,
-        auditor=auditor,
-        config=config,
-        now=now,
-        audit=audit,
-    )
-    await follow_transitions(session, applied, config=config, now=now, audit=audit)
-    return applied
-
-
 async def record_instances(
     session: AsyncSession,
     instances: Sequence[AlertInstance],
@@ -381,7 +354,9 @@ async def record_instances(
     now: datetime,
     audit: AuditTrail,
 ) -> Applied:
-    """The first half of apply_instances: record, supersede and audit the instances."""
+    """Record `instances` (prepared, guard lock taken when needed, `known` read after
+    it), supersede older instances and audit them; `follow_transitions` then lets
+    breakers and incidents follow. The caller flushes `audit`."""
     believable = _believable(instances, auditor=auditor, now=now, audit=audit)
     stale = stale_firings(believable, known)
     fresh = [a for a in believable if a.key not in stale]

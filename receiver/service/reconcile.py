@@ -7,7 +7,8 @@ app.py runs the round on every replica every RECEIVER_RECONCILE_SECONDS:
         await apply_poll(..., answers=answers) # one transaction
 
 `apply_poll` compares the peers' union with what is stored (domain.reconcile), and
-records the changes through the same logic as a webhook (service.ingest.apply_instances):
+records the changes through the same logic as a webhook (service.ingest.record_instances
+and follow_transitions):
 a never-recorded active alert fires with all its effects, a firing instance absent from
 two consecutive complete polls resolves with all its effects. Each change is one
 `alert.reconciled` row, actor `reconciler`; the effects that follow (breaker transitions,
@@ -179,7 +180,7 @@ async def _record_changes(
         return await ingest_rows.write_alerts(session, fresh, tenants=tenants, now=now)
 
     audit = AuditTrail()
-    applied = await ingest.apply_instances(
+    applied = await ingest.record_instances(
         session,
         instances,
         known=known,
@@ -189,6 +190,7 @@ async def _record_changes(
         now=now,
         audit=audit,
     )
+    await ingest.follow_transitions(session, applied, config=config, now=now, audit=audit)
     # What followed from the reconciler's changes is the reconciler's doing.
     for row in audit.rows:
         if row["actor"] == ALERTMANAGER:
