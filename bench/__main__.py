@@ -95,6 +95,8 @@ class Bench:
         self.postmaster_pid = 0
         self.webhook_token = secrets.token_urlsafe(24)
         self.api_token = secrets.token_urlsafe(24)
+        # The gateways' own token, as they read breakers in production.
+        self.gateway_token = secrets.token_urlsafe(24)
         self.receivers: list[Server] = []
         self.hello: Server | None = None
         self.receiver_url = ""
@@ -137,6 +139,7 @@ class Bench:
             RECEIVER_PORT=str(port),
             RECEIVER_WEBHOOK_TOKEN=self.webhook_token,
             RECEIVER_API_TOKEN=self.api_token,
+            RECEIVER_GATEWAY_TOKEN=self.gateway_token,
             RECEIVER_LOG_LEVEL="WARNING",
             RECEIVER_MAX_ISOLATED_PERCENT=str(MAX_ISOLATED_PERCENT),
             # Breakers tripped by the isolating run stay open until the end, so that no
@@ -239,7 +242,7 @@ class Bench:
             return wrk(
                 base_url,
                 "reads.lua",
-                [str(TENANTS), self.api_token],
+                [str(TENANTS), self.gateway_token],
                 connections=READ_CONNECTIONS,
                 threads=WRK_THREADS,
                 seconds=seconds,

@@ -65,7 +65,7 @@ def main() -> int:
 
         def drive(run_id: str, duration: float) -> object:
             if load == "reads":
-                script, args = "reads.lua", [tenants, b.api_token]
+                script, args = "reads.lua", [tenants, b.gateway_token]
                 conns = bench_main.READ_CONNECTIONS
             else:
                 script, args = "webhook.lua", [run_id, load, tenants, b.webhook_token]

@@ -28,7 +28,7 @@ from receiver.domain.notification import Channel
 from receiver.errors import ReceiverError
 from receiver.http import analytics, breakers, incidents, ops, tenants, webhook
 from receiver.http.auth import TokenRegistry
-from receiver.http.middlewares import auth_middleware, error_middleware
+from receiver.http.middlewares import auth_middleware, error_middleware, hot_read_middleware
 from receiver.keys import (
     BATCHER,
     CHANNEL_HEALTH,
@@ -67,14 +67,14 @@ def create_app(settings: Settings) -> web.Application:
     def count_rejection(reason: str) -> None:
         metrics.rejections.labels(reason=reason).inc()
 
+    tokens = TokenRegistry.from_settings(settings)
     app = web.Application(
         # aiohttp refuses larger bodies itself; the webhook handler turns it into JSON 413.
         client_max_size=settings.max_body_bytes,
         middlewares=[
+            hot_read_middleware(tokens=tokens),
             error_middleware(count_rejection),
-            auth_middleware(
-                tokens=TokenRegistry.from_settings(settings), on_webhook_rejection=count_rejection
-            ),
+            auth_middleware(tokens=tokens, on_webhook_rejection=count_rejection),
         ],
     )
     app[SETTINGS] = settings

@@ -9,9 +9,14 @@ from aiohttp import web
 from receiver import keys
 from receiver.cache.breaker_view import BreakerView
 from receiver.domain.breaker import OverrideAction
-from receiver.errors import InvalidInput
+from receiver.errors import InvalidInput, ReceiverError
 from receiver.http.auth import actor
 from receiver.http.breaker_json import breaker_json, encoded_breaker
+from receiver.http.middlewares import (
+    hot_read,
+    receiver_error_response,
+    unexpected_error_response,
+)
 from receiver.http.parsing import TENANT, json_response, read_model, tenant_id_from
 from receiver.http.schemas import OutcomesIn, OverrideIn
 from receiver.service import breakers as breaker_service
@@ -95,11 +100,18 @@ async def post_outcomes(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     view = app[keys.VIEW]
 
-    # The gateways' hot path: _answer inline, and the view (the app's for its whole life)
-    # found once here, not on every read.
+    # The gateways' hot path: called past the middlewares for a valid token (hot_read), so
+    # it answers its own errors; _answer inline, and the view (the app's for its whole
+    # life) found once here, not on every read.
+    @hot_read
     async def read_breaker(request: web.Request) -> web.Response:
-        tenant_id = _TENANT_OF_PATH.get(request.raw_path) or _tenant_id(request)
-        body = encoded_breaker(view, tenant_id)
+        try:
+            tenant_id = _TENANT_OF_PATH.get(request.raw_path) or _tenant_id(request)
+            body = encoded_breaker(view, tenant_id)
+        except ReceiverError as exc:
+            return receiver_error_response(request, exc)
+        except Exception:
+            return unexpected_error_response(request)
         return web.Response(body=body, content_type="application/json")
 
     app.router.add_get(f"/v1/tenants/{TENANT}/breaker", read_breaker)
