@@ -1,12 +1,13 @@
 """Profile the receiver under one of the bench's loads with py-spy (not part of make bench).
 
     .venv/bin/pip install py-spy
-    .venv/bin/python -m bench.profile record     # or: isolate, reads
+    .venv/bin/python -m bench.profile record     # or: isolate, reads, large
     -> bench/results/profile-<load>.txt         the hottest frames, own and total samples
        bench/results/profile-<load>.collapsed   folded stacks (flame graph input)
 
 Starts the same private PostgreSQL and receiver as make bench, registers the tenants,
-warms up, then samples the receiver for BENCH_SECONDS while wrk drives it. SQLAlchemy's
+warms up, then samples the receiver for BENCH_SECONDS while wrk drives it (`large`:
+while it takes make bench's large deliveries, the 10,000-trip one last). SQLAlchemy's
 async layer runs statements in greenlets, which py-spy shows as stacks of their own: read
 the own-time list, not only the tree.
 """
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -46,8 +49,8 @@ def summarise(collapsed: Path, top: int = 40) -> str:
 
 def main() -> int:
     load = sys.argv[1] if len(sys.argv) > 1 else "record"
-    if load not in ("record", "isolate", "reads"):
-        print("usage: python -m bench.profile [record|isolate|reads]", file=sys.stderr)
+    if load not in ("record", "isolate", "reads", "large"):
+        print("usage: python -m bench.profile [record|isolate|reads|large]", file=sys.stderr)
         return 2
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     workdir = Path(tempfile.mkdtemp(prefix="receiver-profile-"))
@@ -79,13 +82,19 @@ def main() -> int:
                 seconds=duration,
             )
 
-        drive("7f", 3)  # warm-up
-        cmd = [spy, "record", "--pid", str(b.receiver.pid), "--duration", str(int(seconds))]
-        cmd += ["--rate", "200", "--format", "raw", "--output", str(collapsed)]
-        spy_proc = subprocess.Popen(cmd)
-        result = drive("7e", seconds)
-        spy_proc.wait(timeout=seconds + 30)
-        print(result)
+        cmd = [spy, "record", "--pid", str(b.receiver.pid), "--rate", "200"]
+        cmd += ["--format", "raw", "--output", str(collapsed)]
+        if load == "large":
+            spy_proc = subprocess.Popen(cmd)
+            time.sleep(1)  # py-spy attached
+            print(asyncio.run(b.large_deliveries()))
+            spy_proc.send_signal(signal.SIGINT)
+            spy_proc.wait(timeout=30)
+        else:
+            drive("7f", 3)  # warm-up
+            spy_proc = subprocess.Popen([*cmd, "--duration", str(int(seconds))])
+            print(drive("7e", seconds))
+            spy_proc.wait(timeout=seconds + 30)
         report = summarise(collapsed)
         (out / f"profile-{load}.txt").write_text(report + "\n")
         print(report)

@@ -16,11 +16,9 @@ Every connection is bounded in time (DESIGN.md "Least privilege and bounded time
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from psycopg.abc import Buffer
-from psycopg.types.array import ListDumper
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -99,43 +97,17 @@ def _set_local(settings: Settings) -> str:
     )
 
 
-class _ArrayDumper(ListDumper):
-    """psycopg's text array dumper, escaping with bytes.replace instead of a regex
-    substitution with a template (a Python call per quote: the JSON documents of a
-    10,000-alert delivery, its audit rows and NOTIFY payloads have about a million, over a
-    second of CPU with the guard lock held). The output is byte for byte the same."""
-
-    def _dump_list(
-        self, obj: list[Any], tokens: list[Buffer], needs_quotes: Callable[[Buffer], object]
-    ) -> None:
-        if not obj:
-            tokens.append(b"{}")
-            return
-        dump = self.sub_dumper.dump if self.sub_dumper else self._dump_item
-        delimiter = self.delimiter
-        tokens.append(b"{")
-        for item in obj:
-            if item is None:
-                tokens.append(b"NULL")
-            elif isinstance(item, list):
-                self._dump_list(item, tokens, needs_quotes)
-            elif (ad := dump(item)) is None:
-                tokens.append(b"NULL")
-            else:
-                if needs_quotes(ad):
-                    escaped = bytes(ad).replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-                    ad = b'"' + escaped + b'"'
-                tokens.append(ad)
-            tokens.append(delimiter)
-        tokens[-1] = b"}"
-
-
 def create_engine(settings: Settings) -> AsyncEngine:
     engine = _create_engine(settings)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _fast_arrays(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.driver_connection.adapters.register_dumper(list, _ArrayDumper)
+        # Lists go as binary arrays: each element is sent with its length, nothing is
+        # quoted or escaped. psycopg's default text arrays escape every quote of every
+        # JSON document (a 10,000-alert delivery's rows, audit entries and NOTIFY payloads
+        # hold about a million) with a regex and a Python call each: about a fifth of that
+        # delivery's CPU with the guard lock held; binary dumps the same lists 2-3x faster.
+        dbapi_connection.driver_connection.adapters.register_dumper(list, ListBinaryDumper)
 
     if not settings.db_startup_options:
         statement = _set_local(settings)
