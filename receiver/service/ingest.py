@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from receiver.config import ServiceConfig
 from receiver.db import breakers as breaker_rows
-from receiver.db import incidents as incident_rows
 from receiver.db import ingest as ingest_rows
 from receiver.db.audit import ALERTMANAGER, AuditTrail
 from receiver.db.breakers import Versioned
@@ -196,14 +195,20 @@ async def _ingest_round(
     # replicas whose clocks disagree still make the same decisions.
     now = await database_now(session)
     delivery_of = {a.fingerprint: i for i, p in zip(ids, prepared, strict=True) for a in p}
-    # An alert's audit rows name the delivery that carried it.
+    # An alert's audit rows name the delivery that carried it; a breaker's or a member's,
+    # the delivery of its tenant (tenants are not shared within a round); an incident's
+    # own rows, the first delivery that touched it (_rows_by_delivery).
     audit = AuditTrail(delivery_id=ids[0])
     if len(ids) > 1:
+        tenant_of = {a.tenant_id: i for i, p in zip(ids, prepared, strict=True) for a in p}
 
-        def by_fingerprint(_: str | None, details: Mapping[str, Any]) -> int:
-            return delivery_of.get(str(details.get("fingerprint")), ids[0])
+        def by_alert(tenant: str | None, details: Mapping[str, Any]) -> int | None:
+            fingerprint = details.get("fingerprint")
+            if fingerprint is not None and str(fingerprint) in delivery_of:
+                return delivery_of[str(fingerprint)]
+            return tenant_of.get(tenant) if tenant else None
 
-        audit.delivery_of = by_fingerprint
+        audit.delivery_of = by_alert
     rows = _delivery_rows(ids, members)
 
     async def write(
@@ -230,7 +235,7 @@ async def _ingest_round(
         now=now,
         audit=audit,
     )
-    results = await _follow_each(session, members, ids, recorded, audit, config=config, now=now)
+    results = await _follow_round(session, members, ids, recorded, audit, config=config, now=now)
     await audit.flush(session)
     return results
 
@@ -253,7 +258,7 @@ def _delivery_rows(
     ]
 
 
-async def _follow_each(
+async def _follow_round(
     session: AsyncSession,
     members: Sequence[tuple[WebhookDelivery, list[AlertInstance]]],
     ids: Sequence[int],
@@ -263,39 +268,57 @@ async def _follow_each(
     config: ServiceConfig,
     now: datetime,
 ) -> list[IngestResult]:
-    """Breakers and incidents follow each delivery of a recorded round in turn."""
-    # From here each delivery has its trail (its incidents tag only its own rows), and
-    # the log keeps the order of one delivery after the other.
-    trails = {delivery_id: AuditTrail(delivery_id=delivery_id) for delivery_id in ids}
-    for row in audit.rows:
-        trails[row["delivery_id"]].rows.append(row)
-    # Tenants are not shared within a round: their incidents are read once for all, and
-    # a delivery's flow changes only its own tenants' memberships, apart from resolving
-    # (or otherwise touching) incidents, whose members are read again.
-    memberships: dict[str, str | None] = {}
-    if len(ids) > 1:
-        tenants = {a.tenant_id for a in recorded.fired if a.tenant_id}
-        found = await incident_rows.unresolved_memberships(session, tenants, lock=False)
-        memberships = {t: found.get(t) for t in tenants}
-    touched: set[str] = set()
+    """Breakers and incidents follow a recorded round's transitions all at once, as they
+    follow one delivery that carries all its alerts (Alertmanager sends such deliveries
+    whenever it groups alerts of several tenants): one guard decision, one statement set
+    for the breakers and one incident flow for the whole round, instead of a dozen round
+    trips per delivery with the guard lock held. Each delivery then gets its share: its
+    instances' counts, its tenants' breaker changes, its audit rows and the incidents
+    they name."""
+    tenants_of = [{a.tenant_id for a in p if a.tenant_id} for _, p in members]
+    await follow_transitions(
+        session, recorded, config=config, now=now, audit=audit, deliveries=tenants_of
+    )
+    if len(ids) == 1:
+        (delivery, instances), delivery_id = members[0], ids[0]
+        return [
+            await _finish(session, delivery_id, delivery, instances, recorded, config, now, audit)
+        ]
+    trails = _rows_by_delivery(audit.rows, ids)
     results = []
-    for delivery_id, (delivery, instances) in zip(ids, members, strict=True):
+    for n, (delivery_id, (delivery, instances)) in enumerate(zip(ids, members, strict=True)):
         own = trails[delivery_id]
         applied = recorded.share({a.fingerprint for a in instances})
-        known_members = {
-            a.tenant_id: memberships[a.tenant_id]
-            for a in instances
-            if a.tenant_id in memberships and memberships[a.tenant_id] not in touched
-        }
-        await follow_transitions(
-            session, applied, config=config, now=now, audit=own, memberships=known_members
+        tenants = tenants_of[n]
+        applied.breaker_changes = BreakerChanges(
+            [c for c in recorded.breaker_changes.changed if c.breaker.tenant_id in tenants]
         )
-        touched.update(applied.incidents)
+        applied.incidents = sorted({r["incident_id"] for r in own.rows if r["incident_id"]})
         results.append(
             await _finish(session, delivery_id, delivery, instances, applied, config, now, own)
         )
+    # The log reads one delivery after the other.
     audit.rows = [row for delivery_id in ids for row in trails[delivery_id].rows]
     return results
+
+
+def _rows_by_delivery(rows: Sequence[dict[str, Any]], ids: Sequence[int]) -> dict[int, AuditTrail]:
+    """Each delivery's trail, in the order the rows were written. A row that names no
+    alert of the round and none of its tenants (an incident opened, escalated or resolved)
+    goes with the first delivery whose rows name its incident, else with the first."""
+    first_of: dict[str, int] = {}
+    order = {delivery_id: n for n, delivery_id in enumerate(ids)}
+    for row in rows:
+        incident, delivery_id = row["incident_id"], row["delivery_id"]
+        if incident and delivery_id is not None:
+            earlier = first_of.get(incident, delivery_id)
+            first_of[incident] = min(earlier, delivery_id, key=order.__getitem__)
+    trails = {delivery_id: AuditTrail(delivery_id=delivery_id) for delivery_id in ids}
+    for row in rows:
+        if row["delivery_id"] is None:
+            row["delivery_id"] = first_of.get(row["incident_id"] or "", ids[0])
+        trails[row["delivery_id"]].rows.append(row)
+    return trails
 
 
 async def _finish(
@@ -385,10 +408,10 @@ async def follow_transitions(
     config: ServiceConfig,
     now: datetime,
     audit: AuditTrail,
-    memberships: Mapping[str, str | None] | None = None,
+    deliveries: Sequence[Collection[str]] = (),
 ) -> None:
     """The second half: breakers, then incidents, follow the recorded transitions
-    (`memberships`: see incidents.apply_alert_transitions)."""
+    (`deliveries`: see incidents.apply_alert_transitions)."""
     applied.breaker_changes = await breaker_service.apply_alert_transitions(
         session,
         fired=applied.fired,
@@ -405,7 +428,7 @@ async def follow_transitions(
         config=config,
         now=now,
         audit=audit,
-        memberships=memberships,
+        deliveries=deliveries,
     )
 
 

@@ -15,7 +15,7 @@ spans behind the cost impact are read back from those breaker.transition rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,20 +50,21 @@ async def apply_alert_transitions(
     config: ServiceConfig,
     now: datetime,
     audit: AuditTrail,
-    memberships: Mapping[str, str | None] | None = None,
+    deliveries: Sequence[Collection[str]] = (),
 ) -> list[str]:
-    """Incident effects of one webhook delivery; returns the incidents it touched.
+    """Incident effects of one webhook delivery, or of several that share no tenant
+    (group commit); returns the incidents touched.
 
     Trips and suppressed trips open or join incidents; platform alerts open, join or
     escalate to P0; other tenant alerts are linked to their tenant's open incident;
     recoveries (a breaker closing, a platform alert resolving) may resolve incidents.
-    `memberships`: tenant -> unresolved incident (None: none) already read in this
-    transaction and still true (group commit reads them once for several deliveries)."""
+    `deliveries`: each delivery's tenants, in arrival order, when there are several: the
+    failures of each open an incident of their own where one delivery after the other
+    would have (a correlation window of zero)."""
     flow = _Flow(session, config=config, now=now, audit=audit)
-    flow._membership.update(memberships or {})
     failures = membership.failures(breaker_changes.changed)
     platform_fired = [a for a in fired if a.role is AlertRole.PLATFORM]
-    await flow.open_or_join(failures, platform_fired)
+    await flow.open_or_join(failures, platform_fired, deliveries=deliveries)
     await flow.link_tenant_alerts(
         [a for a in fired if a.tenant_id and a.role is not AlertRole.PLATFORM]
     )
@@ -134,7 +135,11 @@ class _Flow:
     # -- open / join / escalate ----------------------------------------------------------
 
     async def open_or_join(
-        self, failures: Mapping[str, str], platform_fired: Sequence[AlertInstance]
+        self,
+        failures: Mapping[str, str],
+        platform_fired: Sequence[AlertInstance],
+        *,
+        deliveries: Sequence[Collection[str]] = (),
     ) -> None:
         if not failures and not platform_fired:
             return
@@ -165,10 +170,25 @@ class _Flow:
             return
 
         target = await self._correlated_incident()
-        if target is None:
-            await self._open(newcomers, new_platform)
-        else:
+        if target is not None:
             await self._join(target, newcomers, new_platform)
+        elif len(deliveries) > 1 and not self._joins_what_it_opens():
+            # One delivery after the other, each would have opened its own.
+            for tenants in deliveries:
+                if own := {t: c for t, c in newcomers.items() if t in tenants}:
+                    await self._open(own, [])
+        else:
+            await self._open(newcomers, new_platform)
+
+    def _joins_what_it_opens(self) -> bool:
+        """Whether an incident opened now would take the next failure now (a correlation
+        window above zero): then deliveries written together share the one they open."""
+        return domain.joins_open_incident(
+            incident_opened_at=self.now,
+            incident_status=IncidentStatus.OPEN,
+            now=self.now,
+            window=self.config.correlation_window,
+        )
 
     async def _correlated_incident(self) -> IncidentRecord | None:
         """The newest unresolved incident opened less than the correlation window ago."""
