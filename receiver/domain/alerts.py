@@ -7,6 +7,7 @@ startsAt. Roles come from labels (DESIGN.md "Alert roles").
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -59,6 +60,10 @@ def starts_too_far_ahead(alert: AlertInstance, *, now: datetime) -> bool:
 MAX_TENANT_ID_BYTES = 512
 
 
+# C0 and C1 control characters and DEL.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def tenant_id_problem(value: str) -> str | None:
     """Why `value` cannot be a tenant id; None when it can (DESIGN.md: "Any tenant id the
     webhook accepts, the API serves")."""
@@ -70,7 +75,7 @@ def tenant_id_problem(value: str) -> str | None:
         return "not valid UTF-8 (a lone surrogate)"
     if size > MAX_TENANT_ID_BYTES:
         return f"{size} bytes of UTF-8, over the limit of {MAX_TENANT_ID_BYTES}"
-    if any(c < " " or "\x7f" <= c <= "\x9f" for c in value):
+    if _CONTROL.search(value):
         return "contains a control character"
     return None
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
+from typing import Any
 
 __all__ = [
     "Breaker",
@@ -196,6 +198,7 @@ class Outcome:
         return any(isinstance(e, Suppressed) for e in self.events)
 
 
+@lru_cache(maxsize=256)  # asked once per tenant of a delivery, with the same numbers
 def isolation_limit(known_tenants: int, max_isolated_percent: float) -> int:
     """How many tenants may be isolated at once: max(1, floor(known * pct / 100))."""
     if known_tenants < 0:
@@ -249,22 +252,24 @@ def next_change_at(b: Breaker, *, policy: BreakerPolicy) -> datetime | None:
     return None
 
 
-def _move(b: Breaker, changed: Breaker, to: BreakerState, reason: str, at: datetime) -> Outcome:
-    """Put `changed` (b with its field updates) into state `to`, described as a Transition."""
-    new = replace(changed, state=to, changed_at=at)
+def _move(b: Breaker, to: BreakerState, reason: str, at: datetime, **fields: Any) -> Outcome:
+    """b in state `to` with its field updates, described as a Transition. One `replace`
+    (each one validates every field again: a 10,000-trip delivery makes 10,000 of these)."""
     if b.state is BreakerState.HALF_OPEN and to is not BreakerState.HALF_OPEN:
         # Probe counts and half_open_at describe one half-open period only.
-        new = replace(new, half_open_at=None, probe_successes=0, probe_failures=0)
+        fields.update(half_open_at=None, probe_successes=0, probe_failures=0)
+    new = replace(b, state=to, changed_at=at, **fields)
     return Outcome(new, (Transition(b.tenant_id, b.state, to, reason, at),))
 
 
-def _trip(b: Breaker, reason: str, at: datetime, *, streak: int) -> Outcome:
-    changed = replace(b, opened_at=at, trips=b.trips + 1, streak=streak)
-    return _move(b, changed, BreakerState.OPEN, reason, at)
+def _trip(b: Breaker, reason: str, at: datetime, *, streak: int, **fields: Any) -> Outcome:
+    return _move(
+        b, BreakerState.OPEN, reason, at, opened_at=at, trips=b.trips + 1, streak=streak, **fields
+    )
 
 
 def _close(b: Breaker, reason: str, at: datetime) -> Outcome:
-    return _move(b, replace(b, streak=0), BreakerState.CLOSED, reason, at)
+    return _move(b, BreakerState.CLOSED, reason, at, streak=0)
 
 
 def _then(first: Outcome, second: Outcome) -> Outcome:
@@ -281,8 +286,15 @@ def advance(b: Breaker, *, now: datetime, policy: BreakerPolicy) -> Outcome:
             return out
         # half_open_at is when the period ended, not `now`: a late sweep must not stretch
         # the probation, and every replica must compute the same row.
-        entered = replace(b, half_open_at=until, probe_successes=0, probe_failures=0)
-        out = _move(b, entered, BreakerState.HALF_OPEN, "open period elapsed", until)
+        out = _move(
+            b,
+            BreakerState.HALF_OPEN,
+            "open period elapsed",
+            until,
+            half_open_at=until,
+            probe_successes=0,
+            probe_failures=0,
+        )
     if out.breaker.state is BreakerState.HALF_OPEN:
         ends = _probation_ends(out.breaker, policy)
         if ends is not None and now >= ends:
@@ -312,13 +324,18 @@ def on_alert_fired(
         raise ValueError(f"isolated must be >= 0, got {isolated}")
     limit = isolation_limit(known_tenants, max_isolated_percent)
     timed = advance(b, now=now, policy=policy)
-    cur = replace(timed.breaker, alert_firing=True, resolved_at=None)
+    firing: dict[str, Any] = {"alert_firing": True, "resolved_at": None}
+    if timed.breaker.state is BreakerState.CLOSED and isolated + 1 <= limit:
+        # The common case of a storm, with one `replace` instead of two.
+        streak = timed.breaker.streak + 1
+        return _then(
+            timed, _trip(timed.breaker, "isolating alert fired", now, streak=streak, **firing)
+        )
+    cur = replace(timed.breaker, **firing)
     if cur.state is BreakerState.CLOSED:
-        if isolated + 1 > limit:
-            # Past the limit the failure is almost surely shared: isolating one more
-            # tenant would cause the outage the breaker exists to prevent.
-            return _then(timed, Outcome(cur, (Suppressed(cur.tenant_id, isolated, limit, now),)))
-        return _then(timed, _trip(cur, "isolating alert fired", now, streak=cur.streak + 1))
+        # Past the limit the failure is almost surely shared: isolating one more
+        # tenant would cause the outage the breaker exists to prevent.
+        return _then(timed, Outcome(cur, (Suppressed(cur.tenant_id, isolated, limit, now),)))
     if cur.state is BreakerState.HALF_OPEN:
         # Already counted as isolated, so no guard; the longer next period is what stops
         # a still-broken tenant from thrashing between open and half-open.
@@ -447,7 +464,7 @@ def override(
     )
     if cur.state is target:
         return timed
-    return _then(timed, _move(cur, cur, target, text, now))
+    return _then(timed, _move(cur, target, text, now))
 
 
 # --- what one unit of work changed ------------------------------------------------

@@ -10,7 +10,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from receiver.db import json
 from receiver.errors import InvalidInput, ReceiverError
-from receiver.http.schemas import TenantId
+from receiver.http.schemas import MAY_HOLD_NUL, TenantId
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -75,7 +75,7 @@ async def read_json_body(request: web.Request, *, max_bytes: int) -> bytes:
 
 def parse_model(model: type[M], body: bytes) -> M:
     try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(body, context={MAY_HOLD_NUL: b"\\u0000" in body})
     except ValidationError as exc:
         raise validation_error(exc) from exc
 

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationInfo,
     model_validator,
 )
 
@@ -37,18 +38,19 @@ from receiver.domain.postmortem import PostmortemFields
 from receiver.domain.priority import tier_or_default
 from receiver.domain.tenant import TenantHealth
 
-# Alertmanager writes Go's zero time for "no end": 0001-01-01T00:00:00Z.
-_GO_ZERO_YEAR = 1
-# PostgreSQL's integer, the column truncatedAlerts is stored in.
-_INT4_MAX = 2**31 - 1
+MAY_HOLD_NUL = "may_hold_nul"  # validation context: False when no `\u0000` is in the body
+_GO_ZERO_YEAR = 1  # Alertmanager writes Go's zero time for "no end": 0001-01-01T00:00:00Z
+_INT4_MAX = 2**31 - 1  # PostgreSQL's integer, the column truncatedAlerts is stored in
 
 
 def _utc_representable(value: datetime) -> datetime:
     # An instant whose UTC date falls outside years 1..9999 (0001-01-01T00:00:00+14:00)
     # parses, but can never be stored or compared: refuse it here (422) instead of failing
-    # in the transaction with a 500 that Alertmanager would retry forever.
+    # in the transaction with a 500 that Alertmanager would retry forever. Offsets are
+    # under a day: only the first and last years can be out of range.
     try:
-        value.astimezone(UTC)
+        if value.year in (1, 9999):
+            value.astimezone(UTC)
     except OverflowError as exc:
         raise ValueError("timestamp out of range once converted to UTC") from exc
     return value
@@ -99,11 +101,13 @@ class WebhookPayload(_Wire):
 
     @model_validator(mode="before")
     @classmethod
-    def _drop_nul(cls, data: Any) -> Any:
+    def _drop_nul(cls, data: Any, info: ValidationInfo) -> Any:
         # PostgreSQL text and jsonb cannot hold U+0000. Failing in the database would
         # answer 500 and Alertmanager would retry the delivery forever; a 4xx would lose
-        # it. The character is dropped instead.
-        return _without_nul(data)
+        # it. The character is dropped instead. JSON carries it escaped only: a body
+        # without `\u0000` (parse_model tells) needs no walk over every string.
+        may_hold = info.context is None or info.context.get(MAY_HOLD_NUL, True)
+        return _without_nul(data) if may_hold else data
 
     def instances(self, *, tenant_label: str) -> list[AlertInstance]:
         return [to_instance(a, tenant_label=tenant_label) for a in self.alerts]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
 from aiohttp import web
@@ -55,8 +56,8 @@ def _count(metrics: Metrics, delivery: WebhookDelivery, result: IngestResult) ->
     metrics.alerts.labels(result="new").inc(result.new)
     metrics.alerts.labels(result="changed").inc(result.changed)
     metrics.alerts.labels(result="duplicate").inc(result.duplicates)
-    for v in result.breakers:
-        metrics.transitions.labels(to=v.breaker.state.value).inc()
+    for state, n in Counter(v.breaker.state.value for v in result.breakers).items():
+        metrics.transitions.labels(to=state).inc(n)
     # Detection time: from the alert's startsAt to the trip it caused in this delivery.
     now = result.now
     if now is None:

@@ -535,18 +535,19 @@ def _sort_alerts(
     nothing), or a transition to firing or to resolved."""
     out = Applied(stale=len(stale), stale_keys=set(stale))
     for alert in instances:
-        inserted = transitioned.get(alert.key)
-        if alert.key in stale or inserted is None:
+        key = alert.key
+        inserted = transitioned.get(key)
+        if key in stale or inserted is None:
             out.duplicates += 1
-            out.outcome[alert.key] = None
-            auditor.duplicate(audit, alert, stale=alert.key in stale)
+            out.outcome[key] = None
+            auditor.duplicate(audit, alert, stale=key in stale)
             continue
         if inserted:
             out.new += 1
         else:
             out.changed += 1
-        out.changed_keys.add(alert.key)
-        out.outcome[alert.key] = inserted
+        out.changed_keys.add(key)
+        out.outcome[key] = inserted
         (out.fired if alert.status is AlertStatus.FIRING else out.resolved).append(alert)
         auditor.changed(audit, alert, inserted=inserted)
     return out

@@ -121,6 +121,9 @@ class _Flow:
     # tenant -> its unresolved incident (None: none), as read or changed in this flow:
     # linking alerts and tagging audit rows ask the same question of the same tenants.
     _membership: dict[str, str | None] = field(default_factory=dict)
+    # (incident, alert) links made in this flow: a tripping alert is linked when its
+    # tenant joins, and need not be offered again as a member's alert.
+    _linked: set[tuple[str, AlertKey]] = field(default_factory=set)
 
     async def memberships(self, tenants: Iterable[str]) -> dict[str, str]:
         """The unresolved incident of each tenant that has one (unlocked read)."""
@@ -342,6 +345,8 @@ class _Flow:
         self, incident_id: str, keys: Sequence[AlertKey], *, reason: str | None
     ) -> None:
         """Link alert instances; with a `reason`, each new link is audited on its own."""
+        keys = [k for k in keys if (incident_id, k) not in self._linked]
+        self._linked.update((incident_id, k) for k in keys)
         new = await rows.link_alerts(self.session, incident_id, keys, linked_at=self.now)
         if reason is None or not new:
             return
