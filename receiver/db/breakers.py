@@ -42,6 +42,7 @@ COLUMNS = (
 # lock), or two replicas could each see room under the mass-isolation guard and together
 # exceed it.
 GUARD_LOCK = 7262022
+_BREAKER_COLUMNS = [BreakerRow.__table__.c[name] for name in COLUMNS]
 _ISOLATED_STATES = [s.value for s in BreakerState if counts_as_isolated(s)]
 
 
@@ -60,6 +61,13 @@ def breaker_from_row(row: Mapping[Any, Any]) -> Breaker:
     values = {name: row[name] for name in COLUMNS}
     values["state"] = BreakerState(values["state"])
     return Breaker(**values)
+
+
+def _breaker_from_values(values: Sequence[Any]) -> Breaker:
+    """A row of _BREAKER_COLUMNS (cheaper than a mapping: lock_breakers reads thousands)."""
+    fields = dict(zip(COLUMNS, values, strict=True))
+    fields["state"] = BreakerState(fields["state"])
+    return Breaker(**fields)
 
 
 def breaker_to_json(b: Breaker) -> dict[str, Any]:
@@ -116,13 +124,13 @@ async def lock_breakers(session: AsyncSession, tenants: Sequence[str]) -> dict[s
     ordered = sorted(set(tenants))
     await session.execute(_CREATE_MISSING, {"tenants": ordered})
     rows = await session.execute(
-        select(BreakerRow.__table__)
+        select(*_BREAKER_COLUMNS)
         .where(BreakerRow.tenant_id == any_(_tenants()))
         .order_by(BreakerRow.tenant_id)
         .with_for_update(),
         {"tenants": ordered},
     )
-    return {row["tenant_id"]: breaker_from_row(row) for row in rows.mappings()}
+    return {row[0]: _breaker_from_values(row) for row in rows.tuples()}
 
 
 async def lock_due(session: AsyncSession, *, now: datetime, limit: int) -> list[Breaker]:
